@@ -1,0 +1,334 @@
+//! The command line: clap definitions, `KITE_*` environment variables, and
+//! the original Task Kite's argument form.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, FamilyArg, PortMap, Selector};
+
+/// A TCP ambassador for Amazon ECS: reach the tasks of a family or service
+/// through a tiny sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "kite", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level: trace, debug, info, warn, error (or tracing directives).
+    #[arg(long, global = true, env = "KITE_LOG_LEVEL", default_value = "info",
+          value_parser = config::parse_log_level)]
+    pub log_level: String,
+
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, env = "KITE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for CloudWatch Logs and friends).
+    Json,
+}
+
+/// kite's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Discover the tasks and splice every connection to a random one.
+    Proxy(ProxyArgs),
+    /// Run one discovery pass and print the targets and the tasks left out.
+    Targets(TargetsArgs),
+}
+
+/// Which tasks, which container: shared by every command that discovers.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// The ECS cluster (name or ARN).
+    #[arg(long, env = "KITE_CLUSTER", default_value = "default")]
+    pub cluster: String,
+
+    /// The task definition family, optionally pinned to one revision.
+    #[arg(long, env = "KITE_FAMILY", value_name = "NAME[:REV]",
+          value_parser = config::parse_family, required_unless_present = "service",
+          conflicts_with = "service")]
+    pub family: Option<FamilyArg>,
+
+    /// The ECS service whose tasks to reach.
+    #[arg(long, env = "KITE_SERVICE", value_name = "NAME", value_parser = config::parse_service)]
+    pub service: Option<String>,
+
+    /// The container (in those tasks) whose ports to reach.
+    #[arg(long, env = "KITE_NAME", value_name = "CONTAINER", value_parser = config::parse_container_name)]
+    pub name: String,
+
+    /// Route to the public IP of the instance or ENI instead of the private one.
+    #[arg(long, env = "KITE_PUBLIC")]
+    pub public: bool,
+
+    /// Listen on LOCAL for the container port CONTAINER (repeatable, or comma-separated).
+    #[arg(long, env = "KITE_PORT_MAP", value_name = "LOCAL:CONTAINER",
+          value_parser = config::parse_port_map, value_delimiter = ',')]
+    pub port_map: Vec<PortMap>,
+}
+
+impl SelectArgs {
+    /// The task selector; clap guarantees exactly one of the two is set.
+    pub fn selector(&self) -> Selector {
+        match (&self.family, &self.service) {
+            (Some(f), _) => Selector::Family {
+                name: f.name.clone(),
+                revision: f.revision,
+            },
+            (None, Some(s)) => Selector::Service(s.clone()),
+            (None, None) => unreachable!("clap requires --family or --service"),
+        }
+    }
+}
+
+/// `kite proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Which tasks and container.
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// The address to listen on (127.0.0.1 for a sidecar sharing the task's network).
+    #[arg(long, env = "KITE_LISTEN_ADDR", default_value = "0.0.0.0")]
+    pub listen_addr: IpAddr,
+
+    /// Discovery period; each round waits this long plus up to as much again in jitter.
+    #[arg(long, env = "KITE_REFRESH", value_name = "DURATION", default_value = "5s",
+          value_parser = config::parse_positive_duration)]
+    pub refresh: Duration,
+
+    /// How long to wait for a backend to accept a connection before trying another.
+    #[arg(long, env = "KITE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "3s",
+          value_parser = config::parse_positive_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// `kite targets`.
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    /// Which tasks and container.
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The subcommand names, so that anything else in first position is read as
+/// `kite proxy` flags.
+const SUBCOMMANDS: &[&str] = &["proxy", "targets", "help"];
+
+/// The original Task Kite's flags (Go `flag` package names) and kite's.
+const ORIGINAL_FLAGS: &[(&str, &str)] = &[
+    ("family", "family"),
+    ("service", "service"),
+    ("name", "name"),
+    ("cluster", "cluster"),
+    ("public", "public"),
+    ("loglevel", "log-level"),
+];
+
+/// Rewrites the original's argument form into kite's.
+///
+/// The original took Go-style flags and no subcommand
+/// (`kite -family=web -name=nginx -cluster=prod -public -loglevel=debug`).
+/// When the first argument is not a subcommand (nor help or version), this
+/// inserts `proxy` and turns each original flag into its kite spelling, so
+/// existing task definitions keep working. Anything else is passed through
+/// for clap to accept or reject.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    if SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first) {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    out.push(args[0].clone());
+    out.push(OsString::from("proxy"));
+    for arg in &args[1..] {
+        match arg.to_str().and_then(rewrite_original_flag) {
+            Some(Some(new)) => out.push(OsString::from(new)),
+            Some(None) => {} // `-public=false`: the default, so nothing to pass.
+            None => out.push(arg.clone()),
+        }
+    }
+    out
+}
+
+/// One original flag in kite's spelling: `Some(None)` drops it, `None` is
+/// "not an original flag, keep as is".
+fn rewrite_original_flag(arg: &str) -> Option<Option<String>> {
+    let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    let (flag, value) = match bare.split_once('=') {
+        Some((f, v)) => (f, Some(v)),
+        None => (bare, None),
+    };
+    let (_, kite) = ORIGINAL_FLAGS.iter().find(|(old, _)| *old == flag)?;
+    if *kite == "public" {
+        // Go's boolean flags accept these spellings.
+        return match value {
+            None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => {
+                Some(Some("--public".into()))
+            }
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(None),
+            Some(other) => Some(Some(format!("--public={other}"))),
+        };
+    }
+    Some(Some(match value {
+        Some(v) => format!("--{kite}={v}"),
+        None => format!("--{kite}"),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn original_form_becomes_proxy() {
+        let got = normalize_args(os(&[
+            "kite",
+            "-family=web:3",
+            "-name=nginx",
+            "-cluster=prod",
+            "-public",
+            "-loglevel=debug",
+        ]));
+        let want = os(&[
+            "kite",
+            "proxy",
+            "--family=web:3",
+            "--name=nginx",
+            "--cluster=prod",
+            "--public",
+            "--log-level=debug",
+        ]);
+        assert_eq!(got, want);
+        let got = normalize_args(os(&[
+            "kite",
+            "-service",
+            "api",
+            "-name",
+            "app",
+            "-public=false",
+        ]));
+        assert_eq!(
+            got,
+            os(&["kite", "proxy", "--service", "api", "--name", "app"])
+        );
+    }
+
+    #[test]
+    fn subcommands_pass_through() {
+        for args in [
+            &["kite", "proxy", "--family", "web"][..],
+            &["kite", "--help"],
+            &["kite", "targets", "-family=x"],
+            &["kite"],
+        ] {
+            assert_eq!(normalize_args(os(args)), os(args));
+        }
+    }
+
+    #[test]
+    fn original_form_parses() {
+        let args = normalize_args(os(&[
+            "kite",
+            "-family=web:3",
+            "-name=nginx",
+            "-public=true",
+        ]));
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Proxy(p) = cli.command else {
+            panic!("expected proxy")
+        };
+        assert_eq!(
+            p.select.selector(),
+            Selector::Family {
+                name: "web".into(),
+                revision: Some(3)
+            }
+        );
+        assert!(p.select.public);
+        assert_eq!(p.select.cluster, "default");
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["kite", "proxy", "--family", "web"], "--name"),
+            (
+                &[
+                    "kite",
+                    "proxy",
+                    "--family",
+                    "w",
+                    "--service",
+                    "s",
+                    "--name",
+                    "n",
+                ],
+                "--service",
+            ),
+            (&["kite", "proxy", "--name", "n"], "--family"),
+            (
+                &["kite", "proxy", "--family", "w:x", "--name", "n"],
+                "--family",
+            ),
+            (
+                &[
+                    "kite",
+                    "proxy",
+                    "--family",
+                    "w",
+                    "--name",
+                    "n",
+                    "--refresh",
+                    "soon",
+                ],
+                "--refresh",
+            ),
+            (
+                &[
+                    "kite",
+                    "proxy",
+                    "--family",
+                    "w",
+                    "--name",
+                    "n",
+                    "--port-map",
+                    "80",
+                ],
+                "--port-map",
+            ),
+        ];
+        for (args, flag) in cases {
+            let err = Cli::try_parse_from(*args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(flag), "{args:?}: {msg}");
+        }
+    }
+}

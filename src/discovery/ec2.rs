@@ -1,0 +1,60 @@
+//! The EC2 calls of a discovery round: instance and ENI addresses.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use aws_sdk_ec2::Client;
+
+/// Instance and ENI ids per DescribeInstances / DescribeNetworkInterfaces
+/// call; well under EC2's limits, and small enough to keep answers short.
+pub const EC2_BATCH: usize = 100;
+
+/// (private IP, public IP) of each EC2 instance, by instance id.
+pub async fn instance_ips(
+    ec2: &Client,
+    ids: &[String],
+) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
+    let mut ips = HashMap::with_capacity(ids.len());
+    for batch in ids.chunks(EC2_BATCH) {
+        let out = ec2
+            .describe_instances()
+            .set_instance_ids(Some(batch.to_vec()))
+            .send()
+            .await
+            .with_context(|| format!("DescribeInstances of {}", batch.join(",")))?;
+        for i in out.reservations().iter().flat_map(|r| r.instances()) {
+            if let Some(id) = i.instance_id() {
+                let private = i.private_ip_address().map(str::to_owned);
+                let public = i.public_ip_address().map(str::to_owned);
+                ips.insert(id.to_owned(), (private, public));
+            }
+        }
+    }
+    Ok(ips)
+}
+
+/// The public IP of each ENI (None when it has none), by ENI id.
+pub async fn eni_public_ips(
+    ec2: &Client,
+    ids: &[String],
+) -> Result<HashMap<String, Option<String>>> {
+    let mut ips = HashMap::with_capacity(ids.len());
+    for batch in ids.chunks(EC2_BATCH) {
+        let out = ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(batch.to_vec()))
+            .send()
+            .await
+            .with_context(|| format!("DescribeNetworkInterfaces of {}", batch.join(",")))?;
+        for eni in out.network_interfaces() {
+            if let Some(id) = eni.network_interface_id() {
+                let public = eni
+                    .association()
+                    .and_then(|a| a.public_ip())
+                    .map(str::to_owned);
+                ips.insert(id.to_owned(), public);
+            }
+        }
+    }
+    Ok(ips)
+}

@@ -1,0 +1,115 @@
+//! The ECS calls of a discovery round: thin, paginated and batched at the
+//! API limits.
+
+use anyhow::{Context, Result};
+use aws_sdk_ecs::types::{DesiredStatus, Failure, Task};
+use aws_sdk_ecs::Client;
+
+use crate::config::Selector;
+
+/// ListTasks and DescribeTasks take at most 100 items per call.
+pub const ECS_BATCH: usize = 100;
+
+/// The ARNs of the tasks of a family or service whose desired status is
+/// RUNNING: one ListTasks call per 100 tasks.
+pub async fn list_tasks(ecs: &Client, cluster: &str, selector: &Selector) -> Result<Vec<String>> {
+    let mut arns = Vec::new();
+    let mut next = None;
+    loop {
+        let mut req = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::Running)
+            .max_results(ECS_BATCH as i32)
+            .set_next_token(next.take());
+        req = match selector {
+            Selector::Family { name, .. } => req.family(name),
+            Selector::Service(name) => req.service_name(name),
+        };
+        let out = req
+            .send()
+            .await
+            .with_context(|| format!("ListTasks for {selector} in cluster {cluster}"))?;
+        arns.extend(out.task_arns().iter().cloned());
+        match out.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+            _ => return Ok(arns),
+        }
+    }
+}
+
+/// DescribeTasks in batches of 100. Per-item failures (a task that is gone
+/// by now) are returned beside the tasks, not as an error.
+pub async fn describe_tasks(
+    ecs: &Client,
+    cluster: &str,
+    arns: &[String],
+) -> Result<(Vec<Task>, Vec<Failure>)> {
+    let mut tasks = Vec::with_capacity(arns.len());
+    let mut failures = Vec::new();
+    for batch in arns.chunks(ECS_BATCH) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "DescribeTasks of {} tasks in cluster {cluster}",
+                    batch.len()
+                )
+            })?;
+        tasks.extend(out.tasks().iter().cloned());
+        failures.extend(out.failures().iter().cloned());
+    }
+    Ok((tasks, failures))
+}
+
+/// One task definition by ARN.
+pub async fn describe_task_definition(
+    ecs: &Client,
+    arn: &str,
+) -> Result<aws_sdk_ecs::types::TaskDefinition> {
+    let out = ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .with_context(|| format!("DescribeTaskDefinition of {arn}"))?;
+    out.task_definition()
+        .cloned()
+        .with_context(|| format!("DescribeTaskDefinition of {arn} returned no taskDefinition"))
+}
+
+/// The EC2 instance id of each container instance, in batches of 100.
+/// Container instances ECS reports as failures are left out of the answer.
+pub async fn container_instance_ids(
+    ecs: &Client,
+    cluster: &str,
+    arns: &[String],
+) -> Result<(Vec<(String, String)>, Vec<Failure>)> {
+    let mut found = Vec::with_capacity(arns.len());
+    let mut failures = Vec::new();
+    for batch in arns.chunks(ECS_BATCH) {
+        let out = ecs
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(batch.to_vec()))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "DescribeContainerInstances of {} instances in cluster {cluster}",
+                    batch.len()
+                )
+            })?;
+        for ci in out.container_instances() {
+            if let (Some(arn), Some(id)) = (ci.container_instance_arn(), ci.ec2_instance_id()) {
+                found.push((arn.to_owned(), id.to_owned()));
+            }
+        }
+        failures.extend(out.failures().iter().cloned());
+    }
+    Ok((found, failures))
+}

@@ -1,0 +1,39 @@
+//! kite: a TCP ambassador for Amazon ECS.
+//!
+//! A consumer container talks to `kite:PORT`; kite finds the running tasks of
+//! an ECS task family or service and splices each connection to one of them,
+//! picked at random.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap), `KITE_*` environment variables and the
+//!   original Task Kite's argument form.
+//! - [`config`]: the value parsers behind the flags: task family and
+//!   revision, port maps, durations.
+//! - [`discovery`]: the only writer of the snapshot. Each round calls the ECS
+//!   and EC2 APIs ([`discovery::Discovery::round`]), caches what never
+//!   changes, and builds a new [`snapshot::Snapshot`] with the pure
+//!   [`discovery::build::build_snapshot`].
+//! - [`snapshot`]: the immutable set of targets, shared through an `ArcSwap`
+//!   ([`snapshot::Store`]), and the lock-free backend pick.
+//! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
+//!   connection: pick, connect with failover, splice.
+//! - [`aws`]: building the SDK clients from the standard AWS configuration
+//!   chain, with clear errors when no region or credentials are found.
+//!
+//! # Data flow
+//!
+//! ```text
+//! discovery::run ─► Discovery::round ─► build_snapshot ─► Store (ArcSwap)
+//!                                                            │
+//! proxy::serve ─► listeners (one per port) ─► accept ─► pick ─► connect ─► splice
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod proxy;
+pub mod snapshot;
