@@ -295,7 +295,7 @@ fn eni_ip(
     task: &Task,
     container: &Container,
 ) -> Result<(IpAddr, String), Skip> {
-    let eni_id = eni_id(task).unwrap_or_else(|| "eni".to_owned());
+    let eni_id = eni_id(task).unwrap_or_else(|| "the task ENI".to_owned());
     if want.public {
         let public = f
             .eni_public_ips
@@ -332,3 +332,6 @@ fn parse_ip(ip: &str, owner: &str) -> Result<IpAddr, Skip> {
     ip.parse()
         .map_err(|_| bad(format!("{owner} has an unparsable IP address '{ip}'")))
 }
+
+#[cfg(test)]
+mod tests;
