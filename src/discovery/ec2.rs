@@ -3,11 +3,22 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
 
 /// Instance and ENI ids per DescribeInstances / DescribeNetworkInterfaces
-/// call; well under EC2's limits, and small enough to keep answers short.
+/// call; well under EC2's limit of 200 values per filter.
 pub const EC2_BATCH: usize = 100;
+
+/// The ids go in a filter rather than as `InstanceIds`: with ids, one
+/// instance terminated meanwhile fails the whole call (`NotFound`); a filter
+/// just leaves it out, and its tasks are skipped.
+fn id_filter(name: &str, ids: &[String]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(ids.to_vec()))
+        .build()
+}
 
 /// (private IP, public IP) of each EC2 instance, by instance id.
 pub async fn instance_ips(
@@ -18,7 +29,7 @@ pub async fn instance_ips(
     for batch in ids.chunks(EC2_BATCH) {
         let out = ec2
             .describe_instances()
-            .set_instance_ids(Some(batch.to_vec()))
+            .filters(id_filter("instance-id", batch))
             .send()
             .await
             .with_context(|| format!("DescribeInstances of {}", batch.join(",")))?;
@@ -42,7 +53,7 @@ pub async fn eni_public_ips(
     for batch in ids.chunks(EC2_BATCH) {
         let out = ec2
             .describe_network_interfaces()
-            .set_network_interface_ids(Some(batch.to_vec()))
+            .filters(id_filter("network-interface-id", batch))
             .send()
             .await
             .with_context(|| format!("DescribeNetworkInterfaces of {}", batch.join(",")))?;

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use aws_sdk_ecs::types::{DesiredStatus, Failure, Task};
 use aws_sdk_ecs::Client;
+use tracing::warn;
 
 use crate::config::Selector;
 
@@ -66,20 +67,34 @@ pub async fn describe_tasks(
     Ok((tasks, failures))
 }
 
-/// One task definition by ARN.
+/// One task definition by ARN. `Ok(None)` when ECS rejects that ARN (a
+/// client error about this one item): its tasks are skipped, and the round
+/// goes on.
 pub async fn describe_task_definition(
     ecs: &Client,
     arn: &str,
-) -> Result<aws_sdk_ecs::types::TaskDefinition> {
-    let out = ecs
+) -> Result<Option<aws_sdk_ecs::types::TaskDefinition>> {
+    use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+    match ecs
         .describe_task_definition()
         .task_definition(arn)
         .send()
         .await
-        .with_context(|| format!("DescribeTaskDefinition of {arn}"))?;
-    out.task_definition()
-        .cloned()
-        .with_context(|| format!("DescribeTaskDefinition of {arn} returned no taskDefinition"))
+    {
+        Ok(out) => Ok(out.task_definition().cloned()),
+        Err(SdkError::ServiceError(e))
+            if e.err().is_client_exception() || e.err().is_invalid_parameter_exception() =>
+        {
+            warn!(
+                task_definition = arn,
+                code = e.err().code(),
+                "cannot describe task definition: {}",
+                e.err().message().unwrap_or("no message")
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("DescribeTaskDefinition of {arn}")),
+    }
 }
 
 /// The EC2 instance id of each container instance, in batches of 100.

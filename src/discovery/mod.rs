@@ -136,9 +136,12 @@ impl Discovery {
                 t.task_definition_arn() == Some(arn)
                     && t.launch_type().is_some_and(|l| l.as_str() == "FARGATE")
             });
-            let td = ecs::describe_task_definition(&self.ecs, arn).await?;
-            self.task_defs
-                .insert(arn.to_owned(), TaskDef::from_api(&td, fargate));
+            // A rejected ARN stays uncached: its tasks are skipped with a
+            // warning, and it is asked for again next round.
+            if let Some(td) = ecs::describe_task_definition(&self.ecs, arn).await? {
+                let td = TaskDef::from_api(&td, fargate);
+                self.task_defs.insert(arn.to_owned(), td);
+            }
         }
         Ok(())
     }

@@ -1,0 +1,849 @@
+//! A fake AWS endpoint on 127.0.0.1:0 for kite's tests: ECS's JSON 1.1
+//! protocol (dispatched on `X-Amz-Target`) and EC2's query protocol (XML
+//! answers), with state a test edits live, a log of calls, and injectable
+//! throttling and server errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// Calls that fail on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every call succeeds.
+    None,
+    /// Every `every`-th call (1: all) is throttled.
+    Throttle { every: u32 },
+    /// Every `every`-th call (1: all) gets HTTP 500.
+    ServerError { every: u32 },
+}
+
+/// An EC2 instance's addresses.
+#[derive(Clone, Debug, Default)]
+pub struct Ec2Instance {
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+/// A task ENI's addresses.
+#[derive(Clone, Debug, Default)]
+pub struct Eni {
+    pub private_ip: String,
+    pub public_ip: Option<String>,
+}
+
+/// One container of a task definition: name and (containerPort, hostPort).
+#[derive(Clone, Debug)]
+pub struct ContainerDef {
+    pub name: String,
+    pub ports: Vec<(u16, Option<u16>)>,
+}
+
+/// A task to add with [`Cluster::add_task`].
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    pub task_definition_arn: String,
+    pub container_instance_arn: Option<String>,
+    pub launch_type: String,
+    pub group: Option<String>,
+    pub last_status: String,
+    pub desired_status: String,
+    pub containers: Vec<TaskContainer>,
+    /// (ENI id, private IP): adds the ElasticNetworkInterface attachment.
+    pub eni: Option<(String, String)>,
+    pub started_by: Option<String>,
+}
+
+impl TaskSpec {
+    /// A RUNNING EC2 task of `task_definition_arn` with no containers.
+    pub fn new(task_definition_arn: &str) -> Self {
+        TaskSpec {
+            task_definition_arn: task_definition_arn.to_owned(),
+            container_instance_arn: None,
+            launch_type: "EC2".into(),
+            group: None,
+            last_status: "RUNNING".into(),
+            desired_status: "RUNNING".into(),
+            containers: Vec::new(),
+            eni: None,
+            started_by: None,
+        }
+    }
+}
+
+/// One container of a task.
+#[derive(Clone, Debug)]
+pub struct TaskContainer {
+    pub name: String,
+    pub last_status: String,
+    pub health_status: Option<String>,
+    /// (bindIP, containerPort, hostPort), tcp.
+    pub network_bindings: Vec<(String, u16, u16)>,
+    pub eni_private_ip: Option<String>,
+    pub runtime_id: Option<String>,
+}
+
+impl TaskContainer {
+    /// A RUNNING container with no bindings.
+    pub fn new(name: &str) -> Self {
+        TaskContainer {
+            name: name.to_owned(),
+            last_status: "RUNNING".into(),
+            health_status: None,
+            network_bindings: Vec::new(),
+            eni_private_ip: None,
+            runtime_id: None,
+        }
+    }
+}
+
+/// The fake cluster: ECS objects in the JSON shape ECS returns them.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub tasks: Vec<Value>,
+    pub task_definitions: BTreeMap<String, Value>,
+    pub container_instances: BTreeMap<String, Value>,
+    pub instances: BTreeMap<String, Ec2Instance>,
+    pub enis: BTreeMap<String, Eni>,
+    next_id: u64,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Cluster {
+            name: "default".into(),
+            tasks: Vec::new(),
+            task_definitions: BTreeMap::new(),
+            container_instances: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            enis: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn arn(&self, kind: &str, rest: &str) -> String {
+        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:{kind}/{rest}")
+    }
+
+    /// Adds an EC2 instance and its container instance; returns the
+    /// container instance ARN.
+    pub fn add_instance(&mut self, private_ip: &str, public_ip: Option<&str>) -> String {
+        let n = self.id();
+        let instance_id = format!("i-{n:017x}");
+        let ci = self.arn("container-instance", &format!("{}/{n:032x}", self.name));
+        self.instances.insert(
+            instance_id.clone(),
+            Ec2Instance {
+                private_ip: Some(private_ip.to_owned()),
+                public_ip: public_ip.map(str::to_owned),
+            },
+        );
+        let value =
+            json!({"containerInstanceArn": ci, "ec2InstanceId": instance_id, "status": "ACTIVE"});
+        self.container_instances.insert(ci.clone(), value);
+        ci
+    }
+
+    /// Registers a task definition; returns its ARN.
+    pub fn add_task_definition(
+        &mut self,
+        family: &str,
+        revision: u32,
+        network_mode: &str,
+        containers: &[ContainerDef],
+    ) -> String {
+        let arn = self.arn("task-definition", &format!("{family}:{revision}"));
+        let defs: Vec<Value> = containers
+            .iter()
+            .map(|c| {
+                let ports: Vec<Value> = c
+                    .ports
+                    .iter()
+                    .map(|(cp, hp)| match hp {
+                        Some(hp) => json!({"containerPort": cp, "hostPort": hp, "protocol": "tcp"}),
+                        None => json!({"containerPort": cp, "protocol": "tcp"}),
+                    })
+                    .collect();
+                json!({"name": c.name, "image": "scratch", "essential": true, "portMappings": ports})
+            })
+            .collect();
+        let td = json!({
+            "taskDefinitionArn": arn, "family": family, "revision": revision,
+            "networkMode": network_mode, "status": "ACTIVE", "containerDefinitions": defs,
+        });
+        self.task_definitions.insert(arn.clone(), td);
+        arn
+    }
+
+    /// Adds a task; returns its ARN.
+    pub fn add_task(&mut self, spec: TaskSpec) -> String {
+        let n = self.id();
+        let task_arn = self.arn("task", &format!("{}/{n:032x}", self.name));
+        let family = spec
+            .task_definition_arn
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.split(':').next())
+            .unwrap_or_default()
+            .to_owned();
+        let containers: Vec<Value> = spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let bindings: Vec<Value> = c
+                    .network_bindings
+                    .iter()
+                    .map(|(ip, cp, hp)| {
+                        json!({"bindIP": ip, "containerPort": cp, "hostPort": hp, "protocol": "tcp"})
+                    })
+                    .collect();
+                let mut v = json!({
+                    "containerArn": self.arn("container", &format!("{}/{n:032x}/{i}", self.name)),
+                    "taskArn": task_arn, "name": c.name, "lastStatus": c.last_status,
+                    "networkBindings": bindings, "networkInterfaces": [],
+                });
+                if let Some(h) = &c.health_status {
+                    v["healthStatus"] = json!(h);
+                }
+                if let Some(ip) = &c.eni_private_ip {
+                    v["networkInterfaces"] = json!([{"attachmentId": "att-1", "privateIpv4Address": ip}]);
+                }
+                if let Some(id) = &c.runtime_id {
+                    v["runtimeId"] = json!(id);
+                }
+                v
+            })
+            .collect();
+        let mut task = json!({
+            "taskArn": task_arn,
+            "clusterArn": self.arn("cluster", &self.name),
+            "taskDefinitionArn": spec.task_definition_arn,
+            "lastStatus": spec.last_status,
+            "desiredStatus": spec.desired_status,
+            "launchType": spec.launch_type,
+            "group": spec.group.unwrap_or_else(|| format!("family:{family}")),
+            "containers": containers,
+            "attachments": [],
+            "createdAt": 1_700_000_000 + n,
+        });
+        if let Some(ci) = spec.container_instance_arn {
+            task["containerInstanceArn"] = json!(ci);
+        }
+        if let Some(by) = spec.started_by {
+            task["startedBy"] = json!(by);
+        }
+        if let Some((eni, ip)) = spec.eni {
+            task["attachments"] = json!([{
+                "id": format!("att-{n}"), "type": "ElasticNetworkInterface", "status": "ATTACHED",
+                "details": [
+                    {"name": "networkInterfaceId", "value": eni},
+                    {"name": "privateIPv4Address", "value": ip},
+                ],
+            }]);
+            self.enis.insert(
+                eni,
+                Eni {
+                    private_ip: ip,
+                    public_ip: None,
+                },
+            );
+        }
+        self.tasks.push(task);
+        task_arn
+    }
+
+    fn position(&self, arn_or_id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| {
+            let arn = t["taskArn"].as_str().unwrap_or_default();
+            arn == arn_or_id || arn.rsplit('/').next() == Some(arn_or_id)
+        })
+    }
+
+    /// Removes a task; false when there is none.
+    pub fn remove_task(&mut self, arn_or_id: &str) -> bool {
+        self.position(arn_or_id)
+            .map(|i| self.tasks.remove(i))
+            .is_some()
+    }
+
+    /// The task's JSON, to edit in place.
+    pub fn task_mut(&mut self, arn_or_id: &str) -> Option<&mut Value> {
+        let i = self.position(arn_or_id)?;
+        Some(&mut self.tasks[i])
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    cluster: Cluster,
+    calls: Vec<String>,
+    fault: Fault,
+    counter: u64,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// The fake endpoint; it stops when dropped.
+pub struct FakeAws {
+    addr: SocketAddr,
+    state: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeAws {
+    /// Starts serving on 127.0.0.1:0.
+    pub async fn start() -> FakeAws {
+        let state: Shared = Arc::new(Mutex::new(Inner {
+            cluster: Cluster::new(),
+            calls: Vec::new(),
+            fault: Fault::None,
+            counter: 0,
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeAws {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An ECS client pointed at the fake.
+    pub fn ecs_client(&self) -> aws_sdk_ecs::Client {
+        let config = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_ecs::config::Credentials::for_tests())
+            .endpoint_url(self.endpoint_url())
+            .retry_config(retry())
+            .build();
+        aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    /// An EC2 client pointed at the fake.
+    pub fn ec2_client(&self) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::for_tests())
+            .endpoint_url(self.endpoint_url())
+            .retry_config(retry())
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+
+    /// Environment for a child `kite` process using the fake.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint_url().as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "AKIDFAKE"),
+            ("AWS_SECRET_ACCESS_KEY", "fake-secret"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Edits the cluster (the lock is never held across an await).
+    pub fn edit<R>(&self, f: impl FnOnce(&mut Cluster) -> R) -> R {
+        f(&mut self.lock().cluster)
+    }
+
+    /// Operation names called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// How many times `op` was called.
+    pub fn call_count(&self, op: &str) -> usize {
+        self.lock().calls.iter().filter(|c| *c == op).count()
+    }
+
+    /// Forgets the calls so far.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Sets the faults to inject.
+    pub fn set_fault(&self, fault: Fault) {
+        self.lock().fault = fault;
+    }
+}
+
+fn retry() -> aws_sdk_ecs::config::retry::RetryConfig {
+    aws_sdk_ecs::config::retry::RetryConfig::standard()
+        .with_max_attempts(2)
+        .with_initial_backoff(Duration::from_millis(5))
+}
+
+/// An answer: status, content type, body.
+type Answer = (StatusCode, &'static str, String);
+
+async fn handle(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, content_type, body) = {
+        let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+        match target {
+            Some(target) => ecs_call(&mut inner, &target, &body),
+            None => ec2_call(&mut inner, &body),
+        }
+    };
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    resp
+}
+
+/// Whether this call fails by injection, and how.
+fn injected(inner: &mut Inner) -> Option<Fault> {
+    inner.counter += 1;
+    match inner.fault {
+        Fault::None => None,
+        Fault::Throttle { every } | Fault::ServerError { every } => {
+            (inner.counter % u64::from(every.max(1)) == 0).then_some(inner.fault)
+        }
+    }
+}
+
+// === ECS ===
+
+fn ecs_error(status: StatusCode, code: &str, message: &str) -> Answer {
+    let body = json!({"__type": code, "message": message}).to_string();
+    (status, "application/x-amz-json-1.1", body)
+}
+
+fn ecs_ok(v: Value) -> Answer {
+    (StatusCode::OK, "application/x-amz-json-1.1", v.to_string())
+}
+
+fn invalid(message: &str) -> Answer {
+    ecs_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterException",
+        message,
+    )
+}
+
+fn ecs_call(inner: &mut Inner, target: &str, body: &[u8]) -> Answer {
+    let op = target.rsplit('.').next().unwrap_or(target).to_owned();
+    inner.calls.push(op.clone());
+    match injected(inner) {
+        Some(Fault::Throttle { .. }) => {
+            return ecs_error(
+                StatusCode::BAD_REQUEST,
+                "ThrottlingException",
+                "Rate exceeded",
+            )
+        }
+        Some(Fault::ServerError { .. }) => {
+            return ecs_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServerException",
+                "injected",
+            )
+        }
+        _ => {}
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return ecs_error(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "bad JSON",
+        );
+    };
+    let cluster = &mut inner.cluster;
+    if let Some(name) = req.get("cluster").and_then(Value::as_str) {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        if name != cluster.name && op != "DescribeTaskDefinition" {
+            return ecs_error(
+                StatusCode::BAD_REQUEST,
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            );
+        }
+    }
+    match op.as_str() {
+        "ListTasks" => list_tasks(cluster, &req),
+        "DescribeTasks" => describe_tasks(cluster, &req),
+        "DescribeTaskDefinition" => {
+            let want = req["taskDefinition"].as_str().unwrap_or_default();
+            let found = cluster
+                .task_definitions
+                .iter()
+                .find(|(arn, _)| *arn == want || arn.ends_with(&format!("/{want}")));
+            match found {
+                Some((_, td)) => ecs_ok(json!({"taskDefinition": td})),
+                None => ecs_error(
+                    StatusCode::BAD_REQUEST,
+                    "ClientException",
+                    "Unable to describe task definition.",
+                ),
+            }
+        }
+        "DescribeContainerInstances" => {
+            let ids = strings(&req["containerInstances"]);
+            if ids.is_empty() || ids.len() > 100 {
+                return invalid("containerInstances must hold 1 to 100 items");
+            }
+            let (mut found, mut failures) = (Vec::new(), Vec::new());
+            for id in ids {
+                match cluster
+                    .container_instances
+                    .iter()
+                    .find(|(arn, _)| *arn == &id || arn.ends_with(&format!("/{id}")))
+                {
+                    Some((_, ci)) => found.push(ci.clone()),
+                    None => failures.push(json!({"arn": id, "reason": "MISSING"})),
+                }
+            }
+            ecs_ok(json!({"containerInstances": found, "failures": failures}))
+        }
+        "RunTask" => run_task(cluster, &req),
+        "StopTask" => {
+            let id = req["task"].as_str().unwrap_or_default().to_owned();
+            let reason = req["reason"]
+                .as_str()
+                .unwrap_or("Task stopped by user")
+                .to_owned();
+            match cluster.task_mut(&id) {
+                Some(t) => {
+                    t["desiredStatus"] = json!("STOPPED");
+                    t["lastStatus"] = json!("STOPPED");
+                    t["stoppedReason"] = json!(reason);
+                    ecs_ok(json!({"task": t.clone()}))
+                }
+                None => invalid("The referenced task was not found."),
+            }
+        }
+        _ => ecs_error(StatusCode::BAD_REQUEST, "UnknownOperationException", &op),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn list_tasks(cluster: &Cluster, req: &Value) -> Answer {
+    let max = req["maxResults"].as_u64().unwrap_or(100);
+    if !(1..=100).contains(&max) {
+        return invalid("maxResults must be between 1 and 100");
+    }
+    let family = req["family"].as_str();
+    let service = req["serviceName"].as_str();
+    if family.is_some() && service.is_some() {
+        return invalid("family and serviceName cannot both be set");
+    }
+    let desired = req["desiredStatus"].as_str().unwrap_or("RUNNING");
+    let started_by = req["startedBy"].as_str();
+    let arns: Vec<&str> = cluster
+        .tasks
+        .iter()
+        .filter(|t| t["desiredStatus"].as_str() == Some(desired))
+        .filter(|t| {
+            family.is_none_or(|f| {
+                let td = t["taskDefinitionArn"].as_str().unwrap_or_default();
+                td.rsplit('/').next().and_then(|s| s.split(':').next()) == Some(f)
+            })
+        })
+        .filter(|t| service.is_none_or(|s| t["group"].as_str() == Some(&format!("service:{s}"))))
+        .filter(|t| started_by.is_none_or(|s| t["startedBy"].as_str() == Some(s)))
+        .filter_map(|t| t["taskArn"].as_str())
+        .collect();
+    let start: usize = match req["nextToken"].as_str() {
+        Some(tok) => match tok.parse() {
+            Ok(n) => n,
+            Err(_) => return invalid("bad nextToken"),
+        },
+        None => 0,
+    };
+    let end = (start + max as usize).min(arns.len());
+    let page = arns.get(start..end).unwrap_or_default();
+    let mut out = json!({"taskArns": page});
+    if end < arns.len() {
+        out["nextToken"] = json!(end.to_string());
+    }
+    ecs_ok(out)
+}
+
+fn describe_tasks(cluster: &Cluster, req: &Value) -> Answer {
+    let ids = strings(&req["tasks"]);
+    if ids.is_empty() || ids.len() > 100 {
+        return invalid("tasks must hold 1 to 100 items");
+    }
+    let (mut found, mut failures) = (Vec::new(), Vec::new());
+    for id in ids {
+        match cluster.position(&id) {
+            Some(i) => found.push(cluster.tasks[i].clone()),
+            None => failures.push(json!({"arn": id, "reason": "MISSING"})),
+        }
+    }
+    ecs_ok(json!({"tasks": found, "failures": failures}))
+}
+
+fn run_task(cluster: &mut Cluster, req: &Value) -> Answer {
+    let want = req["taskDefinition"].as_str().unwrap_or_default();
+    let Some((arn, td)) = cluster
+        .task_definitions
+        .iter()
+        .find(|(arn, td)| {
+            *arn == want || arn.ends_with(&format!("/{want}")) || td["family"] == want
+        })
+        .map(|(a, t)| (a.clone(), t.clone()))
+    else {
+        return ecs_error(
+            StatusCode::BAD_REQUEST,
+            "ClientException",
+            "TaskDefinition not found.",
+        );
+    };
+    let count = req["count"].as_u64().unwrap_or(1);
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let containers = td["containerDefinitions"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| TaskContainer {
+                        last_status: "PENDING".into(),
+                        ..TaskContainer::new(c["name"].as_str().unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spec = TaskSpec {
+            last_status: "PROVISIONING".into(),
+            launch_type: req["launchType"].as_str().unwrap_or("EC2").to_owned(),
+            started_by: req["startedBy"].as_str().map(str::to_owned),
+            containers,
+            ..TaskSpec::new(&arn)
+        };
+        let task_arn = cluster.add_task(spec);
+        let i = cluster.position(&task_arn).unwrap();
+        tasks.push(cluster.tasks[i].clone());
+    }
+    ecs_ok(json!({"tasks": tasks, "failures": []}))
+}
+
+// === EC2 ===
+
+const EC2_NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+fn ec2_error(status: StatusCode, code: &str, message: &str) -> Answer {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{message}</Message></Error></Errors><RequestID>fake</RequestID></Response>"
+    );
+    (status, "text/xml;charset=UTF-8", body)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body into pairs.
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// The ids asked for, as `ID.N` parameters or as the values of a filter
+/// named `filter_name`.
+fn ec2_ids(params: &[(String, String)], id_key: &str, filter_name: &str) -> (Vec<String>, bool) {
+    let mut ids: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.strip_prefix(id_key).is_some_and(|n| n.starts_with('.')))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let by_filter = params
+        .iter()
+        .find(|(k, v)| k.starts_with("Filter.") && k.ends_with(".Name") && v == filter_name)
+        .map(|(k, _)| k.trim_end_matches("Name").to_owned());
+    if let Some(prefix) = &by_filter {
+        let values = format!("{prefix}Value.");
+        ids.extend(
+            params
+                .iter()
+                .filter(|(k, _)| k.starts_with(&values))
+                .map(|(_, v)| v.clone()),
+        );
+    }
+    (ids, by_filter.is_some())
+}
+
+fn ec2_call(inner: &mut Inner, body: &[u8]) -> Answer {
+    let params = form(body);
+    let action = params
+        .iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    inner.calls.push(action.clone());
+    match injected(inner) {
+        Some(Fault::Throttle { .. }) => {
+            return ec2_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            )
+        }
+        Some(Fault::ServerError { .. }) => {
+            return ec2_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "injected",
+            )
+        }
+        _ => {}
+    }
+    let cluster = &inner.cluster;
+    match action.as_str() {
+        "DescribeInstances" => {
+            let (ids, by_filter) = ec2_ids(&params, "InstanceId", "instance-id");
+            if ids.len() > 1000 {
+                return ec2_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValue",
+                    "too many ids",
+                );
+            }
+            let mut items = String::new();
+            for id in &ids {
+                let Some(i) = cluster.instances.get(id) else {
+                    if by_filter {
+                        continue;
+                    }
+                    let msg = format!("The instance ID '{id}' does not exist");
+                    return ec2_error(StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound", &msg);
+                };
+                items.push_str(&format!("<item><instanceId>{id}</instanceId>"));
+                if let Some(ip) = &i.private_ip {
+                    items.push_str(&format!("<privateIpAddress>{ip}</privateIpAddress>"));
+                }
+                if let Some(ip) = &i.public_ip {
+                    items.push_str(&format!("<ipAddress>{ip}</ipAddress>"));
+                }
+                items.push_str("</item>");
+            }
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeInstancesResponse xmlns=\"{EC2_NS}\">\
+                 <requestId>fake</requestId><reservationSet><item><reservationId>r-1</reservationId>\
+                 <instancesSet>{items}</instancesSet></item></reservationSet></DescribeInstancesResponse>"
+            );
+            (StatusCode::OK, "text/xml;charset=UTF-8", body)
+        }
+        "DescribeNetworkInterfaces" => {
+            let (ids, by_filter) = ec2_ids(&params, "NetworkInterfaceId", "network-interface-id");
+            let mut items = String::new();
+            for id in &ids {
+                let Some(eni) = cluster.enis.get(id) else {
+                    if by_filter {
+                        continue;
+                    }
+                    let msg = format!("The networkInterface ID '{id}' does not exist");
+                    return ec2_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidNetworkInterfaceID.NotFound",
+                        &msg,
+                    );
+                };
+                items.push_str(&format!(
+                    "<item><networkInterfaceId>{id}</networkInterfaceId><privateIpAddress>{}</privateIpAddress>",
+                    eni.private_ip
+                ));
+                if let Some(ip) = &eni.public_ip {
+                    items.push_str(&format!(
+                        "<association><publicIp>{ip}</publicIp></association>"
+                    ));
+                }
+                items.push_str("</item>");
+            }
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeNetworkInterfacesResponse xmlns=\"{EC2_NS}\">\
+                 <requestId>fake</requestId><networkInterfaceSet>{items}</networkInterfaceSet>\
+                 </DescribeNetworkInterfacesResponse>"
+            );
+            (StatusCode::OK, "text/xml;charset=UTF-8", body)
+        }
+        _ => ec2_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            &format!("unknown action '{action}'"),
+        ),
+    }
+}
