@@ -168,15 +168,24 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 /// One original flag in kite's spelling: `Some(None)` drops it, `None` is
-/// "not an original flag, keep as is".
+/// "not a flag, keep as is". Go accepts `-flag` and `--flag` alike, so any
+/// other single-dash word becomes `--word` too, and clap names it in full
+/// if it is unknown.
 fn rewrite_original_flag(arg: &str) -> Option<Option<String>> {
     let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
     let (flag, value) = match bare.split_once('=') {
         Some((f, v)) => (f, Some(v)),
         None => (bare, None),
     };
-    let (_, kite) = ORIGINAL_FLAGS.iter().find(|(old, _)| *old == flag)?;
-    if *kite == "public" {
+    let is_word = flag.len() > 1 && flag.chars().all(|c| c.is_ascii_alphabetic() || c == '-');
+    if !is_word {
+        return None;
+    }
+    let kite = ORIGINAL_FLAGS
+        .iter()
+        .find(|(old, _)| *old == flag)
+        .map_or(flag, |(_, kite)| kite);
+    if kite == "public" {
         // Go's boolean flags accept these spellings.
         return match value {
             None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => {
