@@ -35,6 +35,7 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let fake = FakeAws::start().await;
     println!("fake ECS/EC2 endpoint: {}", fake.endpoint_url());
@@ -106,6 +107,10 @@ async fn main() -> Result<()> {
                     println!("-- every task is gone");
                     fake.edit(|c| c.tasks.clear());
                 }
+                32 => {
+                    println!("-- a new task starts on 127.0.0.6");
+                    tasks.push(start_task(&fake, &td, "127.0.0.6").await?);
+                }
                 _ => {}
             }
             match ask().await {
@@ -140,7 +145,10 @@ async fn start_task(fake: &FakeAws, td: &str, ip: &str) -> Result<String> {
         })
     });
     let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
-    let answer = format!("task {} at {ip}:{host_port}", &id[..8.min(id.len())]);
+    let answer = format!(
+        "task …{} at {ip}:{host_port}",
+        &id[id.len().saturating_sub(6)..]
+    );
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let answer = answer.clone();
