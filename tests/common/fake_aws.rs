@@ -444,9 +444,10 @@ fn injected(inner: &mut Inner) -> Option<Fault> {
     inner.counter += 1;
     match inner.fault {
         Fault::None => None,
-        Fault::Throttle { every } | Fault::ServerError { every } => {
-            (inner.counter % u64::from(every.max(1)) == 0).then_some(inner.fault)
-        }
+        Fault::Throttle { every } | Fault::ServerError { every } => inner
+            .counter
+            .is_multiple_of(u64::from(every.max(1)))
+            .then_some(inner.fault),
     }
 }
 
