@@ -61,12 +61,13 @@ async fn bridge_private_and_public() {
 }
 
 #[tokio::test]
-async fn host_mode_uses_the_container_port_on_the_instance() {
+async fn host_mode_private_and_public() {
     let fake = FakeAws::start().await;
     let cport = free_port();
     let b = Backend::start("host", "127.0.0.6", cport, Mode::Echo).await;
+    let _public = Backend::start("host-public", "127.0.0.11", cport, Mode::Echo).await;
     fake.edit(|c| {
-        let ci = c.add_instance("127.0.0.6", None);
+        let ci = c.add_instance("127.0.0.6", Some("127.0.0.11"));
         let td = c.add_task_definition("hosty", 4, "host", &app(&[(cport, None)]));
         c.add_task(TaskSpec {
             container_instance_arn: Some(ci),
@@ -77,7 +78,21 @@ async fn host_mode_uses_the_container_port_on_the_instance() {
     let kite = Kite::start(&fake, family_query("hosty", None), REFRESH).await;
     kite.wait_port(cport, 1).await;
     assert_eq!(kite.store.load().targets[0].address, b.addr);
+    assert_eq!(kite.store.load().targets[0].network_mode, NetworkMode::Host);
     assert_eq!(names(cport, 3).await, set(&["host"]));
+    drop(kite);
+
+    let lport = free_port();
+    let mut q = family_query("hosty", None);
+    q.public = true;
+    q.port_maps = PortMaps::new(vec![PortMap {
+        local: lport,
+        container: cport,
+    }])
+    .unwrap();
+    let kite = Kite::start(&fake, q, REFRESH).await;
+    kite.wait_port(lport, 1).await;
+    assert_eq!(names(lport, 3).await, set(&["host-public"]));
 }
 
 /// awsvpc on EC2 and on Fargate: the ENI's private IP, or its public IP.
@@ -276,8 +291,16 @@ async fn tasks_and_ports_follow_the_cluster() {
     assert_eq!(names(p1, 3).await, set(&["a"]));
     assert_eq!(names(p2, 3).await, set(&["a-second-port"]));
 
-    // A new task is picked up.
+    // A new task is picked up by the next round (the one in flight may
+    // have listed the tasks just before the change).
+    let rounds = fake.call_count("ListTasks");
     let b_arn = fake.edit(|c| c.add_task(bridge_task(&td2, &ci, p1, &b1)));
+    kite.wait_for("the new task", |s| s.backends(p1).len() == 2)
+        .await;
+    assert!(
+        fake.call_count("ListTasks") <= rounds + 2,
+        "picked up within one refresh"
+    );
     kite.wait_port(p1, 2).await;
     assert_eq!(names(p1, 40).await, set(&["a", "b"]));
 

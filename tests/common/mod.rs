@@ -192,7 +192,7 @@ impl Kite {
                 "timed out waiting for {what}; snapshot: {:#?}",
                 self.store.load()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
