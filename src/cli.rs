@@ -2,7 +2,7 @@
 //! the original Task Kite's argument form.
 
 use std::ffi::OsString;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -44,6 +44,8 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Run one discovery pass and print the targets and the tasks left out.
     Targets(TargetsArgs),
+    /// Exit 0 when the local kite proxy is ready (for an ECS container healthCheck).
+    Health(HealthArgs),
 }
 
 /// Which tasks, which container: shared by every command that discovers.
@@ -111,6 +113,49 @@ pub struct ProxyArgs {
     #[arg(long, env = "KITE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "3s",
           value_parser = config::parse_positive_duration)]
     pub connect_timeout: Duration,
+
+    /// On SIGTERM or SIGINT, how long open connections may finish before they are closed.
+    #[arg(long, env = "KITE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "25s",
+          value_parser = config::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Serve /healthz, /readyz, /metrics and /targets on this address (off unless set).
+    #[arg(long, env = "KITE_ADMIN_ADDR", value_name = "ADDR:PORT")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// /readyz turns not-ready when the last good discovery round is older than this.
+    #[arg(long, env = "KITE_STALE_AFTER", value_name = "DURATION", default_value = "5m",
+          value_parser = config::parse_positive_duration)]
+    pub stale_after: Duration,
+
+    /// The most connections served at once; more wait briefly, then are refused
+    /// [default: derived from the open-file limit].
+    #[arg(long, env = "KITE_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Close a connection after this long without a byte either way (off unless set).
+    #[arg(long, env = "KITE_IDLE_TIMEOUT", value_name = "DURATION",
+          value_parser = config::parse_positive_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// `kite health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The admin address of the kite proxy to ask (its --admin-addr).
+    #[arg(
+        long,
+        env = "KITE_ADMIN_ADDR",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "2s",
+          value_parser = config::parse_positive_duration)]
+    pub timeout: Duration,
 }
 
 /// `kite targets`.
@@ -127,7 +172,7 @@ pub struct TargetsArgs {
 
 /// The subcommand names, so that anything else in first position is read as
 /// `kite proxy` flags.
-const SUBCOMMANDS: &[&str] = &["proxy", "targets", "help"];
+const SUBCOMMANDS: &[&str] = &["proxy", "targets", "health", "help"];
 
 /// The original Task Kite's flags (Go `flag` package names) and kite's.
 const ORIGINAL_FLAGS: &[(&str, &str)] = &[

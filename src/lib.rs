@@ -18,8 +18,12 @@
 //!   ([`snapshot::Store`]), and the lock-free backend pick.
 //! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
 //!   connection: pick, connect with failover, splice.
+//! - [`metrics`]: the Prometheus metrics every part updates.
+//! - [`ops`]: running in production: the admin endpoint (`/healthz`,
+//!   `/readyz`, `/metrics`, `/targets`) and its client, `kite health`.
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
-//!   chain, with clear errors when no region or credentials are found.
+//!   chain, with clear errors when no region or credentials are found, and
+//!   an interceptor counting every API call.
 //!
 //! # Data flow
 //!
@@ -35,5 +39,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod snapshot;

@@ -10,15 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use kite::cli::{Cli, Command, LogFormat, ProxyArgs, SelectArgs, TargetsArgs};
+use kite::cli::{Cli, Command, HealthArgs, LogFormat, ProxyArgs, SelectArgs, TargetsArgs};
 use kite::config::PortMaps;
 use kite::discovery::{self, Discovery, Query, Schedule};
+use kite::metrics::Metrics;
 use kite::snapshot::{Snapshot, Store};
-use kite::{aws, proxy};
-
-/// How long open connections may finish after SIGTERM (ECS sends SIGKILL
-/// 30 s after SIGTERM by default).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+use kite::{aws, ops, proxy};
 
 /// The longest wait between discovery rounds after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -37,6 +34,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Proxy(args) => run_proxy(args).await,
             Command::Targets(args) => run_targets(args).await,
+            Command::Health(args) => run_health(args).await,
         }
     });
     match result {
@@ -49,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(level);
+    let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(log_directives(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -58,6 +56,17 @@ fn init_tracing(level: &str, format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The filter for a `--log-level`. A bare `debug` or `trace` applies to
+/// kite alone: the AWS SDK and HTTP crates stay at info, since at debug they
+/// log requests with their signed headers (and session tokens). Explicit
+/// directives (`kite=debug,aws_sigv4=trace`) are taken as given.
+fn log_directives(level: &str) -> String {
+    match level {
+        "debug" | "trace" => format!("info,kite={level}"),
+        other => other.to_owned(),
     }
 }
 
@@ -83,26 +92,55 @@ fn query(select: &SelectArgs) -> Query {
 
 async fn run_proxy(args: ProxyArgs) -> Result<()> {
     let query = query(&args.select);
-    let clients = aws::clients().await?;
+    let nofile = raise_open_file_limit();
+    let metrics = Arc::new(Metrics::new());
+    let clients = aws::clients(&metrics).await?;
     info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
           public = query.public, "starting");
     let store = Arc::new(Store::default());
     let cancel = CancellationToken::new();
+    let cancel_admin = CancellationToken::new();
+    let _stop_admin = cancel_admin.clone().drop_guard();
     let tracker = TaskTracker::new();
     let schedule = Schedule {
         refresh: args.refresh,
         max_backoff: MAX_BACKOFF.max(args.refresh),
     };
-    let discovery = Discovery::new(clients.ecs, clients.ec2, query);
+    if let Some(addr) = args.admin_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--admin-addr {addr}: cannot listen"))?;
+        info!(%addr, "admin endpoint: /healthz /readyz /metrics /targets");
+        let admin = ops::Admin {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            stale_after: args.stale_after,
+        };
+        // The admin endpoint answers until the drain ends, so /metrics
+        // shows the drain.
+        let stop = cancel_admin.clone();
+        tokio::spawn(async move {
+            if let Err(err) = ops::serve(listener, admin, stop).await {
+                warn!("{err:#}");
+            }
+        });
+    }
+    let discovery = Discovery::new(clients.ecs, clients.ec2, query).with_metrics(metrics.clone());
     tokio::spawn(discovery::run(
         discovery,
         store.clone(),
         schedule,
         cancel.clone(),
     ));
+    let max_connections = args
+        .max_connections
+        .map_or_else(|| proxy::max_connections_for(nofile), |n| n as usize);
     let settings = proxy::Settings {
         listen_addr: args.listen_addr,
         connect_timeout: args.connect_timeout,
+        max_connections,
+        idle_timeout: args.idle_timeout,
+        metrics,
     };
     let serve = tokio::spawn(proxy::serve(
         settings,
@@ -115,11 +153,44 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
     cancel.cancel();
     let _ = serve.await;
     tracker.close();
+    let drain = args.drain_timeout;
     tokio::select! {
         _ = tracker.wait() => info!("all connections closed"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain timeout: closing the remaining connections"),
+        _ = tokio::time::sleep(drain) => {
+            warn!(open = tracker.len(), "--drain-timeout {drain:?} reached: closing the remaining connections");
+        }
         _ = shutdown_signal() => warn!("second signal: exiting at once"),
     }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (as Go and HAProxy do),
+/// since every proxied connection holds several descriptors; returns the
+/// soft limit in force.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+async fn run_health(args: HealthArgs) -> Result<()> {
+    let answer = ops::check_ready(args.admin_addr, args.timeout).await?;
+    println!("{answer}");
     Ok(())
 }
 
@@ -143,7 +214,7 @@ async fn shutdown_signal() -> Result<()> {
 
 async fn run_targets(args: TargetsArgs) -> Result<()> {
     let query = query(&args.select);
-    let clients = aws::clients().await?;
+    let clients = aws::clients(&Arc::new(Metrics::new())).await?;
     let mut discovery = Discovery::new(clients.ecs, clients.ec2, query);
     let snapshot = discovery.round().await?;
     if args.json {

@@ -122,6 +122,8 @@ pub struct Store {
     current: ArcSwap<Snapshot>,
     /// Bumped on every publish, so listeners can follow the ports.
     version: watch::Sender<u64>,
+    /// When the last snapshot was published (a good discovery round).
+    published_at: Mutex<Option<Instant>>,
 }
 
 impl Default for Store {
@@ -129,6 +131,7 @@ impl Default for Store {
         Store {
             current: ArcSwap::from_pointee(Snapshot::default()),
             version: watch::Sender::new(0),
+            published_at: Mutex::new(None),
         }
     }
 }
@@ -142,8 +145,16 @@ impl Store {
     /// Replaces the snapshot and wakes whoever follows it.
     pub fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let old = self.current.swap(Arc::new(snapshot));
+        *self.published_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.version.send_modify(|v| *v += 1);
         old
+    }
+
+    /// How long ago the last snapshot was published; `None` before the
+    /// first good discovery round.
+    pub fn age(&self) -> Option<Duration> {
+        let at = *self.published_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.map(|t| t.elapsed())
     }
 
     /// A receiver that changes on every publish.

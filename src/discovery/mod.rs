@@ -10,7 +10,7 @@ pub mod build;
 pub mod ec2;
 pub mod ecs;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{PortMaps, Selector};
+use crate::metrics::Metrics;
 use crate::snapshot::{NetworkMode, Snapshot, Store};
 use build::{Fetched, HostAddrs, TaskDef, Want};
 
@@ -50,6 +51,7 @@ pub struct Discovery {
     eni_public_ips: HashMap<String, Option<String>>,
     /// Skip reasons already warned about, so each is logged once.
     warned: HashSet<(String, String)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Discovery {
@@ -63,7 +65,15 @@ impl Discovery {
             hosts: HashMap::new(),
             eni_public_ips: HashMap::new(),
             warned: HashSet::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records rounds and target counts in `metrics` (the SDK clients
+    /// count the API calls themselves, see [`crate::aws::CallCounter`]).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// What this discovery looks for.
@@ -250,7 +260,9 @@ pub async fn run(
         let mut errors = 0u32;
         loop {
             let started = Instant::now();
-            match discovery.round().await {
+            let round = discovery.round().await;
+            discovery.metrics.round(started.elapsed(), round.is_err());
+            match round {
                 Ok(snapshot) => {
                     if errors > 0 {
                         info!(after_errors = errors, "discovery recovered");
@@ -262,6 +274,11 @@ pub async fn run(
                         took_ms = started.elapsed().as_millis() as u64,
                         "discovery round"
                     );
+                    let mut counts = BTreeMap::new();
+                    for t in &snapshot.targets {
+                        *counts.entry(t.listen_port).or_insert(0) += 1;
+                    }
+                    discovery.metrics.set_targets(&counts);
                     let old = store.publish(snapshot);
                     log_changes(&old, &store.load());
                 }

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::metrics::Metrics;
 use crate::snapshot::{Ejections, Store};
 
 /// How long a backend that refused or timed out stays out of picks.
@@ -25,6 +27,10 @@ pub const EJECT_FOR: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How long a connection beyond `--max-connections` waits for a slot
+/// before it is refused.
+pub const ADMIT_WAIT: Duration = Duration::from_millis(250);
+
 /// Proxy settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -32,6 +38,64 @@ pub struct Settings {
     pub listen_addr: IpAddr,
     /// Connect timeout per backend attempt.
     pub connect_timeout: Duration,
+    /// The most client connections served at once.
+    pub max_connections: usize,
+    /// Close connections with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Where connections are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Settings {
+    /// Settings with the defaults of `kite proxy` for everything but the
+    /// listen address: connect timeout 3 s, no idle timeout, connections
+    /// limited by [`default_max_connections`].
+    pub fn new(listen_addr: IpAddr) -> Settings {
+        Settings {
+            listen_addr,
+            connect_timeout: Duration::from_secs(3),
+            max_connections: default_max_connections(),
+            idle_timeout: None,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// The file descriptors one proxied connection holds: the client and
+/// backend sockets, and two pipes of two ends each for splice(2).
+pub const FDS_PER_CONNECTION: u64 = 6;
+
+/// Descriptors kept for everything else: listeners, the runtime, the AWS
+/// clients' connections, logs.
+const FDS_RESERVED: u64 = 64;
+
+/// The connection limit the open-file limit allows: what is left after a
+/// reserve, divided by the descriptors each connection holds.
+pub fn default_max_connections() -> usize {
+    max_connections_for(open_file_limit())
+}
+
+/// The connection limit for an open-file limit of `nofile`.
+pub fn max_connections_for(nofile: u64) -> usize {
+    let n = nofile.saturating_sub(FDS_RESERVED) / FDS_PER_CONNECTION;
+    usize::try_from(n.max(1)).unwrap_or(usize::MAX)
+}
+
+/// The soft limit on open files (RLIMIT_NOFILE), or 1024 if unknown.
+#[allow(unsafe_code)]
+pub fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid, writable rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            return lim.rlim_cur;
+        }
+    }
+    1024
 }
 
 /// What every connection task shares.
@@ -40,6 +104,14 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) ejections: Ejections,
     pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// One permit per connection that may be served at once.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max_connections: usize,
+    /// Whether connections are being refused now, so the refusal is
+    /// logged when it starts and when it ends rather than per connection.
+    pub(crate) refusing: std::sync::atomic::AtomicBool,
 }
 
 /// Serves until `cancel`: binds a listener for each port of the snapshot,
@@ -51,10 +123,17 @@ pub async fn serve(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    info!(max_connections = slots, "connection limit");
     let shared = Arc::new(Shared {
         store: store.clone(),
         ejections: Ejections::default(),
         connect_timeout: settings.connect_timeout,
+        idle_timeout: settings.idle_timeout,
+        metrics: settings.metrics.clone(),
+        slots: Arc::new(Semaphore::new(slots)),
+        max_connections: slots,
+        refusing: Default::default(),
     });
     let mut listeners: HashMap<u16, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
@@ -118,6 +197,7 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let counters = Arc::new(shared.metrics.port(port));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -126,11 +206,14 @@ async fn accept_loop(
         match accepted {
             Ok((client, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                let span = tracing::debug_span!("conn", port, client.addr = %peer);
-                tracker.spawn(conn::handle(client, port, shared.clone()).instrument(span));
+                counters.accepted.inc();
+                let span = tracing::debug_span!("conn", port, client = %peer);
+                let task = conn::handle(client, port, shared.clone(), counters.clone());
+                tracker.spawn(task.instrument(span));
             }
             Err(err) if is_transient_accept_error(&err) => debug!(port, "accept: {err}"),
             Err(err) => {
+                shared.metrics.accept_error();
                 warn!(port, "accept failed, pausing {backoff:?}: {err}");
                 tokio::select! {
                     _ = stop.cancelled() => return,

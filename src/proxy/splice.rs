@@ -10,12 +10,67 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// When a connection last moved a byte, for `--idle-timeout`.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last byte moved either way.
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// Notes that bytes moved just now.
+    pub fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long no byte has moved either way.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Where a splice reports the bytes it moves, as it moves them.
+#[derive(Clone, Copy, Debug)]
+pub struct Meter<'a> {
+    /// Bytes moved a → b.
+    pub a_to_b: &'a Counter,
+    /// Bytes moved b → a.
+    pub b_to_a: &'a Counter,
+    /// Touched whenever bytes move.
+    pub activity: &'a Activity,
+}
+
+impl Meter<'_> {
+    fn moved(&self, counter: &Counter, n: usize) {
+        counter.inc_by(n as u64);
+        self.activity.touch();
+    }
+}
 
 /// Moves bytes both ways between `a` (the client) and `b` (the backend)
 /// until both directions have ended; returns the bytes moved a → b and
-/// b → a.
+/// b → a, which are also added to `meter` as they move.
 ///
 /// End of stream from one side shuts down writing on the other, and the
 /// other direction goes on until it ends too. The first error of either
@@ -24,14 +79,71 @@ use tokio::net::TcpStream;
 ///
 /// splice(2) into a socket whose peer has gone raises SIGPIPE. Rust programs
 /// ignore SIGPIPE unless told otherwise, so that surfaces as an `EPIPE` error.
-pub async fn splice_bidirectional(a: &mut TcpStream, b: &mut TcpStream) -> io::Result<(u64, u64)> {
+pub async fn splice_bidirectional(
+    a: &mut TcpStream,
+    b: &mut TcpStream,
+    meter: Meter<'_>,
+) -> io::Result<(u64, u64)> {
     #[cfg(target_os = "linux")]
     if let Ok(pipes) = linux::Pipes::new() {
-        return pipes.splice(a, b).await;
+        return pipes.splice(a, b, meter).await;
     }
     // Not Linux, or no pipes to be had (EMFILE, ENFILE, ENOMEM): copying
     // through a buffer is slower but just as correct.
-    tokio::io::copy_bidirectional(a, b).await
+    let mut a = Metered {
+        inner: a,
+        counter: meter.a_to_b,
+        meter,
+    };
+    let mut b = Metered {
+        inner: b,
+        counter: meter.b_to_a,
+        meter,
+    };
+    tokio::io::copy_bidirectional(&mut a, &mut b).await
+}
+
+/// A stream that reports the bytes read from it to a meter (the copy
+/// fallback's counterpart of the splice loop's own counting).
+struct Metered<'a, 'm> {
+    inner: &'a mut TcpStream,
+    counter: &'m Counter,
+    meter: Meter<'m>,
+}
+
+impl AsyncRead for Metered<'_, '_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.meter.moved(this.counter, n);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Metered<'_, '_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -42,6 +154,8 @@ mod linux {
 
     use tokio::io::Interest;
     use tokio::net::TcpStream;
+
+    use super::Meter;
 
     /// The size each pipe is asked for. More than the 64 KiB default means
     /// fewer system calls per byte; if the kernel refuses (`pipe-max-size`,
@@ -80,9 +194,17 @@ mod linux {
 
         /// Runs both directions at once; see `splice_bidirectional`. Both
         /// only need `&TcpStream`, since readiness and `try_io` take `&self`.
-        pub(super) async fn splice(self, a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
+        pub(super) async fn splice(
+            self,
+            a: &TcpStream,
+            b: &TcpStream,
+            meter: Meter<'_>,
+        ) -> io::Result<(u64, u64)> {
             // try_join returns at the first error, dropping the other half.
-            tokio::try_join!(one_way(a, b, self.a_to_b), one_way(b, a, self.b_to_a))
+            tokio::try_join!(
+                one_way(a, b, self.a_to_b, |n| meter.moved(meter.a_to_b, n)),
+                one_way(b, a, self.b_to_a, |n| meter.moved(meter.b_to_a, n))
+            )
         }
     }
 
@@ -119,7 +241,12 @@ mod linux {
     /// Moves `from` → `to` through `pipe` until `from` reaches end of stream,
     /// then shuts down writing on `to` so its peer sees the end too. Returns
     /// the bytes moved.
-    async fn one_way(from: &TcpStream, to: &TcpStream, pipe: Pipe) -> io::Result<u64> {
+    async fn one_way(
+        from: &TcpStream,
+        to: &TcpStream,
+        pipe: Pipe,
+        moved_now: impl Fn(usize),
+    ) -> io::Result<u64> {
         let mut moved = 0;
         loop {
             // The pipe is empty here, and must be: splice(2) from a socket
@@ -135,6 +262,7 @@ mod linux {
             }
             drain(&pipe, to, filled).await?;
             moved += filled as u64;
+            moved_now(filled);
         }
         shutdown_write(to)?;
         Ok(moved)
@@ -253,8 +381,9 @@ mod tests {
 
     use super::*;
 
-    /// A bound on anything that should finish; reaching it means a hang.
-    const LIMIT: Duration = Duration::from_secs(30);
+    /// A bound on anything that should finish; reaching it means a hang
+    /// (generous: shared 2-core machines run these tests under heavy load).
+    const LIMIT: Duration = Duration::from_secs(120);
 
     /// Which path the relay under test takes.
     #[derive(Clone, Copy, Debug)]
@@ -294,20 +423,35 @@ mod tests {
         }
     }
 
+    /// Relays a ⇄ b the `via` way; when it ends well, checks that the
+    /// meter saw exactly the bytes the relay reports.
     async fn relay(via: Via, a: &mut TcpStream, b: &mut TcpStream) -> io::Result<(u64, u64)> {
-        match via {
+        let (up, down, activity) = (Counter::default(), Counter::default(), Activity::default());
+        let meter = Meter {
+            a_to_b: &up,
+            b_to_a: &down,
+            activity: &activity,
+        };
+        let moved = match via {
             #[cfg(target_os = "linux")]
-            Via::Splice => linux::Pipes::new().expect("pipes").splice(a, b).await,
+            Via::Splice => {
+                linux::Pipes::new()
+                    .expect("pipes")
+                    .splice(a, b, meter)
+                    .await
+            }
             #[cfg(target_os = "linux")]
             Via::Copy => {
                 let forced = async {
                     assert!(linux::Pipes::new().is_err(), "the fallback is not forced");
-                    splice_bidirectional(a, b).await
+                    splice_bidirectional(a, b, meter).await
                 };
                 linux::FAIL_PIPES.scope((), forced).await
             }
-            _ => splice_bidirectional(a, b).await,
-        }
+            _ => splice_bidirectional(a, b, meter).await,
+        }?;
+        assert_eq!((up.get(), down.get()), moved, "{via:?}: metered bytes");
+        Ok(moved)
     }
 
     /// Runs a test body, failing it if it takes longer than [`LIMIT`].

@@ -1,0 +1,293 @@
+//! kite's metrics: what the admin endpoint serves at `/metrics`.
+//!
+//! One [`Metrics`] value is made at start-up and shared by discovery, the
+//! proxy and the admin endpoint; there is no global registry. The hot path
+//! touches only atomics: each listener looks its per-port counters up once
+//! ([`Metrics::port`]) and every connection on it uses those handles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of the per-listen-port metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabel {
+    /// The port kite listens on.
+    pub port: u16,
+}
+
+/// Labels of the per-backend metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// The backend's `ip:port`.
+    pub backend: String,
+}
+
+/// Labels of the AWS API call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    /// The API operation, e.g. `ListTasks`.
+    pub operation: String,
+}
+
+/// Every metric kite exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<PortLabel, Counter>,
+    active: Family<PortLabel, Gauge>,
+    failed: Family<PortLabel, Counter>,
+    refused: Family<PortLabel, Counter>,
+    idle_closed: Family<PortLabel, Counter>,
+    bytes_to_backend: Family<PortLabel, Counter>,
+    bytes_to_client: Family<PortLabel, Counter>,
+    connect_failures: Family<BackendLabel, Counter>,
+    ejections: Family<BackendLabel, Counter>,
+    accept_errors: Counter,
+    rounds: Counter,
+    round_errors: Counter,
+    throttles: Family<OperationLabel, Counter>,
+    round_duration: Histogram,
+    api_calls: Family<OperationLabel, Counter>,
+    targets: Family<PortLabel, Gauge>,
+    /// Every port `targets` has a series for.
+    target_ports: Mutex<BTreeSet<u16>>,
+    snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    runtime_tasks: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The counters of one listen port, looked up once per listener.
+#[derive(Clone, Debug)]
+pub struct PortMetrics {
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections open now.
+    pub active: Gauge,
+    /// Connections closed because no backend could be reached.
+    pub failed: Counter,
+    /// Connections refused at `--max-connections`.
+    pub refused: Counter,
+    /// Connections closed by `--idle-timeout`.
+    pub idle_closed: Counter,
+    /// Bytes client → backend.
+    pub bytes_to_backend: Counter,
+    /// Bytes backend → client.
+    pub bytes_to_client: Counter,
+}
+
+impl Metrics {
+    /// All metrics at zero, registered under the `kite_` prefix.
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::with_prefix("kite"),
+            accepted: Family::default(),
+            active: Family::default(),
+            failed: Family::default(),
+            refused: Family::default(),
+            idle_closed: Family::default(),
+            bytes_to_backend: Family::default(),
+            bytes_to_client: Family::default(),
+            connect_failures: Family::default(),
+            ejections: Family::default(),
+            accept_errors: Counter::default(),
+            rounds: Counter::default(),
+            round_errors: Counter::default(),
+            throttles: Family::default(),
+            // 1 ms to about 65 s.
+            round_duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            api_calls: Family::default(),
+            targets: Family::default(),
+            target_ports: Mutex::default(),
+            snapshot_age: Gauge::default(),
+            runtime_tasks: Gauge::default(),
+        };
+        m.register()
+    }
+
+    fn register(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "connections_accepted",
+            "Client connections accepted",
+            self.accepted.clone(),
+        );
+        r.register(
+            "connections_active",
+            "Client connections open now",
+            self.active.clone(),
+        );
+        r.register(
+            "connections_failed",
+            "Client connections closed because every backend failed (or none existed)",
+            self.failed.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections refused at --max-connections",
+            self.refused.clone(),
+        );
+        r.register(
+            "connections_idle_closed",
+            "Connections closed after --idle-timeout without traffic",
+            self.idle_closed.clone(),
+        );
+        r.register(
+            "bytes_to_backend",
+            "Bytes moved from clients to backends",
+            self.bytes_to_backend.clone(),
+        );
+        r.register(
+            "bytes_to_client",
+            "Bytes moved from backends to clients",
+            self.bytes_to_client.clone(),
+        );
+        r.register(
+            "backend_connect_failures",
+            "Failed connection attempts per backend",
+            self.connect_failures.clone(),
+        );
+        r.register(
+            "backend_ejections",
+            "Times a backend was left out of picks after a failure",
+            self.ejections.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept calls (EMFILE and the like)",
+            self.accept_errors.clone(),
+        );
+        r.register(
+            "discovery_rounds",
+            "Discovery rounds run",
+            self.rounds.clone(),
+        );
+        r.register(
+            "discovery_errors",
+            "Discovery rounds that failed (the last good targets were kept)",
+            self.round_errors.clone(),
+        );
+        r.register(
+            "aws_api_throttled",
+            "AWS API calls answered with a throttling error, per operation",
+            self.throttles.clone(),
+        );
+        r.register(
+            "discovery_round_duration_seconds",
+            "Duration of discovery rounds",
+            self.round_duration.clone(),
+        );
+        r.register(
+            "aws_api_calls",
+            "AWS API calls (HTTP attempts, retries included), per operation",
+            self.api_calls.clone(),
+        );
+        r.register(
+            "targets",
+            "Backends per listen port in the current snapshot",
+            self.targets.clone(),
+        );
+        r.register(
+            "snapshot_age_seconds",
+            "Seconds since the last good discovery round (-1 before the first)",
+            self.snapshot_age.clone(),
+        );
+        r.register(
+            "runtime_tasks",
+            "Tasks alive in kite's async runtime",
+            self.runtime_tasks.clone(),
+        );
+        self
+    }
+
+    /// The handles of one listen port's counters.
+    pub fn port(&self, port: u16) -> PortMetrics {
+        let l = PortLabel { port };
+        PortMetrics {
+            accepted: self.accepted.get_or_create_owned(&l),
+            active: self.active.get_or_create_owned(&l),
+            failed: self.failed.get_or_create_owned(&l),
+            refused: self.refused.get_or_create_owned(&l),
+            idle_closed: self.idle_closed.get_or_create_owned(&l),
+            bytes_to_backend: self.bytes_to_backend.get_or_create_owned(&l),
+            bytes_to_client: self.bytes_to_client.get_or_create_owned(&l),
+        }
+    }
+
+    /// A failed connection attempt to `backend`, which is then ejected.
+    pub fn backend_failed(&self, backend: SocketAddr) {
+        let l = BackendLabel {
+            backend: backend.to_string(),
+        };
+        self.connect_failures.get_or_create(&l).inc();
+        self.ejections.get_or_create(&l).inc();
+    }
+
+    /// A failed accept(2).
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// One AWS API call (one HTTP attempt), and whether AWS throttled it.
+    pub fn api_call(&self, operation: &str, throttled: bool) {
+        let l = OperationLabel {
+            operation: operation.to_owned(),
+        };
+        self.api_calls.get_or_create(&l).inc();
+        if throttled {
+            self.throttles.get_or_create(&l).inc();
+        }
+    }
+
+    /// A finished discovery round: how long it took, and whether it failed.
+    pub fn round(&self, took: Duration, failed: bool) {
+        self.rounds.inc();
+        self.round_duration.observe(took.as_secs_f64());
+        if failed {
+            self.round_errors.inc();
+        }
+    }
+
+    /// Sets the per-port target counts of a new snapshot; a port that had
+    /// targets before and has none now reads 0.
+    pub fn set_targets(&self, counts: &BTreeMap<u16, usize>) {
+        let mut known = self.target_ports.lock().unwrap_or_else(|e| e.into_inner());
+        known.extend(counts.keys().copied());
+        for port in known.iter() {
+            let n = counts.get(port).copied().unwrap_or(0);
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.targets
+                .get_or_create(&PortLabel { port: *port })
+                .set(n);
+        }
+    }
+
+    /// The text exposition, with the gauges that are read at scrape time
+    /// (snapshot age, runtime tasks) brought up to date.
+    pub fn render(&self, snapshot_age: Option<Duration>, runtime_tasks: usize) -> String {
+        self.snapshot_age
+            .set(snapshot_age.map_or(-1.0, |a| a.as_secs_f64()));
+        self.runtime_tasks
+            .set(i64::try_from(runtime_tasks).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; say so rather than panic.
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}
