@@ -76,8 +76,8 @@ async fn main() -> Result<()> {
         cancel.clone(),
     ));
     let settings = proxy::Settings {
-        listen_addr: "127.0.0.1".parse()?,
         connect_timeout: Duration::from_secs(1),
+        ..proxy::Settings::new("127.0.0.1".parse()?)
     };
     tokio::spawn(proxy::serve(
         settings,

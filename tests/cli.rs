@@ -8,25 +8,13 @@ use std::time::Duration;
 
 use common::*;
 
-const KITE: &str = env!("CARGO_BIN_EXE_kite");
-
 /// Runs kite with a clean, hermetic environment plus `env`.
 fn kite(args: &[&str], env: &[(String, String)]) -> Output {
     base_command(args, env).output().expect("running kite")
 }
 
 fn base_command(args: &[&str], env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(KITE);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    cmd
+    kite_command(args, env)
 }
 
 fn stderr(o: &Output) -> String {

@@ -296,6 +296,8 @@ struct Inner {
     calls: Vec<String>,
     fault: Fault,
     counter: u64,
+    /// Verbatim answers per operation: (HTTP status, body).
+    raw: BTreeMap<String, (u16, String)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -304,12 +306,35 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct FakeAws {
     addr: SocketAddr,
     state: Shared,
-    server: tokio::task::JoinHandle<()>,
+    server: Mutex<Option<Server>>,
+}
+
+/// A running server: its task and the token that shuts it down.
+struct Server {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    fn spawn(listener: tokio::net::TcpListener, state: Shared) -> Server {
+        let app = axum::Router::new().fallback(handle).with_state(state);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+        Server { stop, task }
+    }
 }
 
 impl Drop for FakeAws {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            server.stop.cancel();
+            server.task.abort();
+        }
     }
 }
 
@@ -321,20 +346,46 @@ impl FakeAws {
             calls: Vec::new(),
             fault: Fault::None,
             counter: 0,
+            raw: BTreeMap::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = Server::spawn(listener, state.clone());
         FakeAws {
             addr,
             state,
-            server,
+            server: Mutex::new(Some(server)),
         }
+    }
+
+    /// Becomes unreachable: stops listening (connections are refused) and
+    /// closes its open connections once their requests are answered.
+    pub async fn go_down(&self) {
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            server.stop.cancel();
+            let _ = server.task.await;
+        }
+    }
+
+    /// Listens again on the same address after [`FakeAws::go_down`].
+    pub async fn come_back(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("re-binding the fake's address");
+        let server = Server::spawn(listener, self.state.clone());
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+    }
+
+    /// Answers every call of `op` (e.g. `DescribeTasks`) with `status` and
+    /// `body` verbatim, until [`FakeAws::clear_raw`].
+    pub fn set_raw(&self, op: &str, status: u16, body: impl Into<String>) {
+        self.lock().raw.insert(op.to_owned(), (status, body.into()));
+    }
+
+    /// Back to real answers.
+    pub fn clear_raw(&self) {
+        self.lock().raw.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -489,6 +540,10 @@ fn ecs_call(inner: &mut Inner, target: &str, body: &[u8]) -> Answer {
             )
         }
         _ => {}
+    }
+    if let Some((status, body)) = inner.raw.get(&op) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return (status, "application/x-amz-json-1.1", body.clone());
     }
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return ecs_error(
@@ -771,6 +826,10 @@ fn ec2_call(inner: &mut Inner, body: &[u8]) -> Answer {
             )
         }
         _ => {}
+    }
+    if let Some((status, body)) = inner.raw.get(&action) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return (status, "text/xml", body.clone());
     }
     let cluster = &inner.cluster;
     match action.as_str() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_aws;
+pub mod process;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,8 @@ use kite::config::{PortMaps, Selector};
 use kite::discovery::{self, Discovery, Query, Schedule};
 use kite::proxy;
 use kite::snapshot::{Snapshot, Store};
+#[allow(unused_imports)]
+pub use process::*;
 
 /// A port that was free on 127.0.0.1 a moment ago (the OS picks it).
 pub fn free_port() -> u16 {
@@ -171,8 +174,8 @@ impl Kite {
             cancel.clone(),
         ));
         let settings = proxy::Settings {
-            listen_addr: "127.0.0.1".parse().unwrap(),
             connect_timeout: Duration::from_secs(2),
+            ..proxy::Settings::new("127.0.0.1".parse().unwrap())
         };
         tokio::spawn(proxy::serve(
             settings,

@@ -1,0 +1,178 @@
+//! The `kite` binary as a child process: a hermetic environment, its log
+//! captured, its admin endpoint asked over plain HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The binary under test.
+pub const KITE: &str = env!("CARGO_BIN_EXE_kite");
+
+/// `kite ARGS` with a clean environment plus `env`: no AWS configuration
+/// or metadata service is picked up from the machine.
+pub fn kite_command(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(KITE);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A running `kite` child; killed when dropped if still running.
+pub struct KiteProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    /// The admin endpoint, if it was given one.
+    pub admin: Option<SocketAddr>,
+}
+
+impl KiteProcess {
+    /// Starts `cmd` with stderr captured into [`KiteProcess::log`].
+    pub fn spawn(mut cmd: Command, admin: Option<SocketAddr>) -> KiteProcess {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting kite");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        KiteProcess { child, log, admin }
+    }
+
+    /// Everything kite wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill -TERM {pid}");
+    }
+
+    /// Waits up to `limit` for kite to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether kite is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// GET `path` on the admin endpoint: (status, body).
+    pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.admin.expect("no --admin-addr"), path).await
+    }
+
+    /// Waits (up to 20 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..400 {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("kite never became ready; log:\n{}", self.log());
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `metric("kite_connections_accepted_total", &[("port", "80")])`;
+    /// 0 when the series does not exist yet.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (status, body) = self.get("/metrics").await.expect("GET /metrics");
+        assert_eq!(status, 200, "{body}");
+        sample(&body, name, labels)
+    }
+
+    /// Open file descriptors of the child, from /proc.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading the child's /proc fd table")
+            .count()
+    }
+}
+
+impl Drop for KiteProcess {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses a Prometheus text exposition with a real parser and returns the
+/// value of the sample `name` with `labels` (0 when absent).
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let lines = exposition.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a parsable exposition");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// A one-shot HTTP/1.1 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("admin endpoint timed out"))??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}

@@ -1,0 +1,885 @@
+//! Running kite in production: graceful shutdown, faults, limits, the admin
+//! endpoint and its metrics, `kite health`. Most tests run the real binary.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::*;
+
+/// A fake cluster with one bridge task of family `web` (container `app`,
+/// container port `cport`) served by `backend`.
+fn one_task(fake: &FakeAws, cport: u16, backend: &Backend) {
+    let ip = backend.addr.ip().to_string();
+    fake.edit(|c| {
+        let ci = c.add_instance(&ip, None);
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        c.add_task(bridge_task(&td, &ci, cport, backend));
+    });
+}
+
+/// `kite proxy` for family web / container app against `fake`, listening on
+/// 127.0.0.1, with an admin endpoint, plus `extra` flags.
+fn start_kite(fake: &FakeAws, extra: &[&str]) -> KiteProcess {
+    start_kite_with(fake, extra, &[], None)
+}
+
+fn start_kite_with(
+    fake: &FakeAws,
+    extra: &[&str],
+    extra_env: &[(&str, &str)],
+    nofile: Option<u64>,
+) -> KiteProcess {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin_flag = admin.to_string();
+    let mut args = vec![
+        "proxy",
+        "--family",
+        "web",
+        "--name",
+        "app",
+        "--listen-addr",
+        "127.0.0.1",
+        "--admin-addr",
+        &admin_flag,
+    ];
+    args.extend_from_slice(extra);
+    let mut env = fake.child_env();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut cmd = kite_command(&args, &env);
+    if let Some(n) = nofile {
+        limit_open_files(&mut cmd, n);
+    }
+    KiteProcess::spawn(cmd, Some(admin))
+}
+
+/// Gives the child an open-file limit of `n` (soft and hard).
+fn limit_open_files(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: the closure only calls setrlimit(2), which is async-signal-safe,
+    // on a copy of `lim`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Waits until a connection through kite's `port` reaches a backend.
+async fn wait_serving(kite: &KiteProcess, port: u16) {
+    for _ in 0..400 {
+        if whoami(port).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("kite never served port {port}; log:\n{}", kite.log());
+}
+
+/// The usual scene: a fake cluster with one task (Echo backend "b1" on
+/// 127.0.0.2), and kite started with `extra` flags, ready and serving.
+struct Scene {
+    fake: FakeAws,
+    backend: Backend,
+    cport: u16,
+    kite: KiteProcess,
+}
+
+async fn scene(backend_name: &str, extra: &[&str]) -> Scene {
+    scene_with(backend_name, extra, &[], None).await
+}
+
+/// [`scene`], with extra environment and an open-file limit for kite.
+async fn scene_with(
+    backend_name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    nofile: Option<u64>,
+) -> Scene {
+    let fake = FakeAws::start().await;
+    let backend = Backend::start(backend_name, "127.0.0.2", 0, Mode::Echo).await;
+    let cport = free_port();
+    one_task(&fake, cport, &backend);
+    let kite = start_kite_with(&fake, extra, env, nofile);
+    kite.wait_ready().await;
+    wait_serving(&kite, cport).await;
+    Scene {
+        fake,
+        backend,
+        cport,
+        kite,
+    }
+}
+
+/// Connects through kite and reads the backend's name line (Echo mode).
+async fn open(port: u16) -> std::io::Result<(TcpStream, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .map_err(|_| std::io::Error::other("no name line"))??;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the name line"));
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        name.push(byte[0]);
+    }
+    Ok((s, String::from_utf8_lossy(&name).into_owned()))
+}
+
+/// Sends `len` random bytes on an Echo connection (after its name line),
+/// half-closes, and checks the echo and the backend's sha256 trailer.
+/// `progress` is told how many bytes have come back so far.
+async fn echo_exchange(
+    s: TcpStream,
+    len: usize,
+    progress: tokio::sync::watch::Sender<usize>,
+) -> std::io::Result<()> {
+    let data: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    let sent_hash = Sha256::digest(&data);
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for chunk in data.chunks(256 * 1024) {
+            w.write_all(chunk).await?;
+        }
+        w.shutdown().await?;
+        std::io::Result::Ok(())
+    });
+    let mut got = Vec::with_capacity(len + 32);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let _ = progress.send(got.len());
+    }
+    writer.await.unwrap()?;
+    assert_eq!(got.len(), len + 32, "echo plus trailer");
+    assert_eq!(Sha256::digest(&got[..len]), sent_hash, "echo intact");
+    assert_eq!(&got[len..], &sent_hash[..], "the backend got every byte");
+    Ok(())
+}
+
+/// SIGTERM in the middle of a 50 MiB transfer: kite stops accepting at
+/// once, the transfer completes byte for byte, kite exits 0. Also checks
+/// the debug connection logs in JSON, and that no credential is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_transfer_finish_then_exits_0() {
+    let flags = [
+        "--refresh",
+        "200ms",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+    ];
+    let token = [("AWS_SESSION_TOKEN", "SESSIONTOKEN-NEVER-LOGGED")];
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        mut kite,
+    } = scene_with("b1", &flags, &token, None).await;
+
+    let (conn, name) = open(cport).await.unwrap();
+    assert_eq!(name, "b1");
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
+    let transfer = tokio::spawn(echo_exchange(conn, 50 << 20, progress));
+    seen.wait_for(|n| *n >= 5 << 20).await.unwrap();
+    kite.sigterm();
+    // Stop accepting at once: new connections are refused soon.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", cport)).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "kite kept accepting after SIGTERM");
+    transfer
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("transfer broke: {e}; log:\n{}", kite.log()));
+    let status = kite.wait_exit(Duration::from_secs(20)).await;
+    let log = kite.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert!(log.contains("all connections closed"), "{log}");
+
+    // One JSON object per line; the close line carries the connection's facts.
+    let mut close = None;
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["message"] == "close" && v["bytes_up"] == json!(50u64 << 20) {
+            close = Some(v);
+        }
+    }
+    let close = close.unwrap_or_else(|| panic!("no close line for the transfer:\n{log}"));
+    assert_eq!(close["bytes_down"], json!((50u64 << 20) + 32 + 3));
+    assert!(close["backend"].as_str().unwrap().starts_with("127.0.0.2:"));
+    assert!(close["ms"].is_u64());
+    let span = close["span"].to_string();
+    assert!(
+        span.contains(&cport.to_string()) && span.contains("127.0.0.1:"),
+        "{close}"
+    );
+    for secret in ["SESSIONTOKEN-NEVER-LOGGED", "fake-secret", "Signature="] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
+
+/// A connection still open when `--drain-timeout` ends is closed, and kite
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_closes_what_is_left() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        mut kite,
+    } = scene("b1", &["--refresh", "200ms", "--drain-timeout", "1s"]).await;
+    let (mut idle, _) = open(cport).await.unwrap();
+    kite.sigterm();
+    let status = kite.wait_exit(Duration::from_secs(15)).await;
+    let log = kite.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert!(log.contains("--drain-timeout 1s reached"), "{log}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the idle connection was not closed");
+}
+
+/// A backend killed in the middle of transfers: its clients see their
+/// connections end, the others are untouched, new connections avoid it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_ends_only_its_own_connections() {
+    let fake = FakeAws::start().await;
+    let a = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
+    let b = Backend::start("b", "127.0.0.3", 0, Mode::Echo).await;
+    let cport = free_port();
+    fake.edit(|c| {
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        for backend in [&a, &b] {
+            let ci = c.add_instance(&backend.addr.ip().to_string(), None);
+            c.add_task(bridge_task(&td, &ci, cport, backend));
+        }
+    });
+    let kite = start_kite(&fake, &["--refresh", "200ms"]);
+    kite.wait_ready().await;
+    wait_serving(&kite, cport).await;
+
+    // Connections until each backend has at least three.
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    while on_a.len() < 3 || on_b.len() < 3 {
+        let (s, name) = open(cport).await.unwrap();
+        match name.as_str() {
+            "a" => on_a.push(s),
+            _ => on_b.push(s),
+        }
+        assert!(on_a.len() + on_b.len() < 200, "picks are not random");
+    }
+    // Traffic in flight on all of them, then kill a.
+    for s in on_a.iter_mut().chain(on_b.iter_mut()) {
+        s.write_all(&[7u8; 100_000]).await.unwrap();
+    }
+    a.kill();
+    let failed_before = kite
+        .metric(
+            "kite_connections_failed_total",
+            &[("port", &cport.to_string())],
+        )
+        .await;
+    for mut s in on_a {
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "a's client still open after a died");
+    }
+    for (i, s) in on_b.into_iter().enumerate() {
+        // Drain what was echoed so far, then a full exchange.
+        let (mut r, mut w) = s.into_split();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).await.map(|_| all)
+        });
+        w.write_all(&[8u8; 1 << 20]).await.unwrap();
+        w.shutdown().await.unwrap();
+        let all = reader.await.unwrap().unwrap();
+        assert_eq!(all.len(), 100_000 + (1 << 20) + 32, "b connection {i}");
+    }
+    // New connections all land on b (a refuses, is ejected, b is tried).
+    for _ in 0..20 {
+        assert_eq!(whoami(cport).await.unwrap(), "b");
+    }
+    let failed_after = kite
+        .metric(
+            "kite_connections_failed_total",
+            &[("port", &cport.to_string())],
+        )
+        .await;
+    assert_eq!(failed_before, failed_after, "no client failed");
+}
+
+/// ECS unreachable for several refresh periods: kite serves the last good
+/// targets throughout, `/readyz` turns not-ready only after `--stale-after`
+/// (and `kite health` says why), then both recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_unreachable_keeps_the_last_targets_and_readiness_follows() {
+    let Scene {
+        fake,
+        backend: _backend,
+        cport,
+        mut kite,
+    } = scene("b1", &["--refresh", "200ms", "--stale-after", "3s"]).await;
+    let admin = kite.admin.unwrap().to_string();
+    let health = |admin: &str| {
+        kite_command(&["health", "--admin-addr", admin], &[])
+            .output()
+            .unwrap()
+    };
+    let ok = health(&admin);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ready: 1 targets"));
+
+    fake.go_down().await;
+    let down_at = std::time::Instant::now();
+    // Still serving, and ready until --stale-after has passed.
+    let mut not_ready = None;
+    while not_ready.is_none() {
+        assert_eq!(whoami(cport).await.unwrap(), "b1", "{}", kite.log());
+        let (status, body) = kite.get("/readyz").await.unwrap();
+        if status == 503 {
+            not_ready = Some((down_at.elapsed(), body));
+        } else {
+            assert_eq!(status, 200);
+        }
+        assert!(
+            down_at.elapsed() < Duration::from_secs(30),
+            "never not-ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (after, body) = not_ready.unwrap();
+    // The last good round was at most a refresh period (with jitter) before
+    // the endpoint went down.
+    assert!(after >= Duration::from_secs(2), "not-ready after {after:?}");
+    assert!(body.contains("--stale-after 3s"), "{body}");
+    let sick = health(&admin);
+    assert_eq!(sick.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&sick.stderr).contains("not ready"));
+    assert!(kite.log().contains("discovery round failed"));
+    assert!(kite.metric("kite_discovery_errors_total", &[]).await >= 2.0);
+    // Still serving while not ready.
+    assert_eq!(whoami(cport).await.unwrap(), "b1");
+
+    fake.come_back().await;
+    let back_at = std::time::Instant::now();
+    for i in 0.. {
+        if let Ok((200, _)) = kite.get("/readyz").await {
+            break;
+        }
+        assert!(i < 600, "never recovered:\n{}", kite.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "not ready {after:?} after ECS went down (--stale-after 3s); ready again {:?} after it came back",
+        back_at.elapsed()
+    );
+    assert_eq!(health(&admin).status.code(), Some(0));
+    assert!(kite.log().contains("discovery recovered"));
+    assert!(kite.running());
+
+    // Nobody listening: a clear failure.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = health(&dead);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach kite's admin endpoint"));
+}
+
+/// Waits until kite has run `n` more discovery rounds than `since`.
+async fn rounds_pass(kite: &KiteProcess, since: f64, n: f64) -> f64 {
+    for _ in 0..300 {
+        let now = kite.metric("kite_discovery_rounds_total", &[]).await;
+        if now >= since + n {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("discovery stalled:\n{}", kite.log());
+}
+
+/// Waits for a discovery round that succeeds, so the error backoff is
+/// reset; returns the round count then.
+async fn good_round(kite: &KiteProcess) -> f64 {
+    for _ in 0..100 {
+        let rounds = kite.metric("kite_discovery_rounds_total", &[]).await;
+        let errors = kite.metric("kite_discovery_errors_total", &[]).await;
+        let now = rounds_pass(kite, rounds, 1.0).await;
+        if kite.metric("kite_discovery_errors_total", &[]).await == errors {
+            return now;
+        }
+    }
+    panic!("no good round:\n{}", kite.log());
+}
+
+/// Malformed API answers never panic kite: a bad answer fails the round
+/// (the last good targets stay), bad items are skipped with a warning and
+/// the good ones served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_answers_are_survived() {
+    let Scene {
+        fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("good", &["--refresh", "100ms"]).await;
+    let good = fake.edit(|c| c.tasks[0].clone());
+    let good_arn = good["taskArn"].as_str().unwrap().to_owned();
+
+    let mut bad_items = Vec::new();
+    let mut no_containers = good.clone();
+    no_containers["taskArn"] = json!(format!("{good_arn}-nocontainers"));
+    no_containers.as_object_mut().unwrap().remove("containers");
+    bad_items.push(no_containers);
+    let mut port0 = good.clone();
+    port0["taskArn"] = json!(format!("{good_arn}-port0"));
+    port0["containers"][0]["networkBindings"][0]["hostPort"] = json!(0);
+    bad_items.push(port0);
+    let mut no_td = good.clone();
+    no_td["taskArn"] = json!(format!("{good_arn}-notd"));
+    no_td.as_object_mut().unwrap().remove("taskDefinitionArn");
+    bad_items.push(no_td);
+    let mut no_ci = good.clone();
+    no_ci["taskArn"] = json!(format!("{good_arn}-noci"));
+    no_ci["containerInstanceArn"] =
+        json!("arn:aws:ecs:us-east-1:123456789012:container-instance/default/gone");
+    bad_items.push(no_ci);
+    let mut items = vec![good.clone()];
+    items.extend(bad_items);
+    let ten_thousand: Vec<String> = (0..10_000)
+        .map(|i| format!("arn:aws:ecs:us-east-1:123456789012:task/default/{i:032x}"))
+        .chain([good_arn.clone()])
+        .collect();
+
+    let cases: Vec<(&str, &str, u16, String)> = vec![
+        (
+            "truncated JSON",
+            "ListTasks",
+            200,
+            r#"{"taskArns":["arn:aws:ecs:us"#.into(),
+        ),
+        ("wrong type", "ListTasks", 200, r#"{"taskArns":42}"#.into()),
+        (
+            "not JSON",
+            "DescribeTasks",
+            200,
+            "<html>502 Bad Gateway</html>".into(),
+        ),
+        (
+            "wrong item types",
+            "DescribeTasks",
+            200,
+            json!({"tasks":[{"taskArn":5,"containers":"x"}]}).to_string(),
+        ),
+        ("error without a type", "DescribeTasks", 400, "{}".into()),
+        (
+            "bad items beside a good one",
+            "DescribeTasks",
+            200,
+            json!({"tasks": items, "failures": [{"arn": "x", "reason": "MISSING"}]}).to_string(),
+        ),
+        (
+            "10,000 task ARNs in one page",
+            "ListTasks",
+            200,
+            json!({"taskArns": ten_thousand}).to_string(),
+        ),
+    ];
+    let mut rounds = kite.metric("kite_discovery_rounds_total", &[]).await;
+    for (what, op, status, body) in cases {
+        fake.set_raw(op, status, body);
+        rounds_pass(&kite, rounds, 2.0).await;
+        assert_eq!(whoami(cport).await.unwrap(), "good", "{what}");
+        let (_, targets) = kite.get("/targets").await.unwrap();
+        let targets: Value = serde_json::from_str(&targets).unwrap();
+        assert_eq!(
+            targets["targets"].as_array().unwrap().len(),
+            1,
+            "{what}: {targets}"
+        );
+        assert_eq!(targets["targets"][0]["task_arn"], json!(good_arn), "{what}");
+        if what.starts_with("bad items") {
+            let skipped = targets["skipped"].to_string();
+            for reason in ["-nocontainers", "-port0", "-notd", "-noci"] {
+                assert!(skipped.contains(reason), "{reason} not skipped: {skipped}");
+            }
+        }
+        fake.clear_raw();
+        rounds = good_round(&kite).await;
+    }
+
+    // EC2's XML, truncated, while a new instance needs resolving: the round
+    // fails and the targets stay; once EC2 answers, the new task is added.
+    let newcomer = Backend::start("new", "127.0.0.3", 0, Mode::Echo).await;
+    fake.set_raw(
+        "DescribeInstances",
+        200,
+        "<DescribeInstancesResponse><reservationSet><item><instancesSet>",
+    );
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.3", None);
+        let td = good["taskDefinitionArn"].as_str().unwrap().to_owned();
+        c.add_task(bridge_task(&td, &ci, cport, &newcomer));
+    });
+    rounds = rounds_pass(&kite, rounds, 2.0).await;
+    let (_, targets) = kite.get("/targets").await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&targets).unwrap()["targets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    fake.clear_raw();
+    rounds_pass(&kite, rounds, 2.0).await;
+    let (_, targets) = kite.get("/targets").await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&targets).unwrap()["targets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let log = kite.log();
+    assert!(log.contains("skipping task"), "{log}");
+    assert!(log.contains("discovery round failed"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A low open-file limit: kite serves what it can, logs the shortage, and
+/// recovers once connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_file_exhaustion_is_survived() {
+    // --max-connections far above what 48 descriptors allow, so the
+    // descriptors themselves run out.
+    let flags = ["--refresh", "1h", "--max-connections", "1000"];
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        mut kite,
+    } = scene_with("b1", &flags, &[], Some(48)).await;
+
+    let attempts = (0..40).map(|_| open(cport));
+    let results = futures_join_all(attempts).await;
+    let served: Vec<TcpStream> = results
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(!served.is_empty(), "nothing served:\n{}", kite.log());
+    assert!(served.len() < 40, "the limit was never hit");
+    let n_served = served.len();
+    drop(served);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Recovered: every new connection is served again.
+    for i in 0..10 {
+        let mut answer = None;
+        for _ in 0..50 {
+            if let Ok(name) = whoami(cport).await {
+                answer = Some(name);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            answer.as_deref(),
+            Some("b1"),
+            "attempt {i}:\n{}",
+            kite.log()
+        );
+    }
+    let log = kite.log();
+    assert!(
+        log.contains("Too many open files") || log.contains("out of file descriptors"),
+        "{log}"
+    );
+    assert!(kite.running(), "{log}");
+    eprintln!("served {n_served} of 40 connections with 48 descriptors");
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// 10,000 short connections leave no descriptor and no task behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_short_connections_leak_nothing() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h"]).await;
+    let port = cport.to_string();
+    let tasks = || kite.metric("kite_runtime_tasks", &[]);
+    let settle = || async {
+        for _ in 0..200 {
+            if kite
+                .metric("kite_connections_active", &[("port", &port)])
+                .await
+                == 0.0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("connections never closed");
+    };
+    settle().await;
+    let (fds_before, tasks_before) = (kite.open_fds(), tasks().await);
+
+    let workers = (0..20).map(|_| async move {
+        for _ in 0..500 {
+            let name = whoami(cport).await.unwrap();
+            assert_eq!(name, "b1");
+        }
+    });
+    futures_join_all(workers).await;
+    settle().await;
+    let (fds_after, tasks_after) = (kite.open_fds(), tasks().await);
+    let accepted = kite
+        .metric("kite_connections_accepted_total", &[("port", &port)])
+        .await;
+    assert!(accepted >= 10_000.0, "{accepted}");
+    assert!(
+        fds_after <= fds_before,
+        "descriptors: {fds_before} before, {fds_after} after"
+    );
+    assert!(
+        tasks_after <= tasks_before,
+        "tasks: {tasks_before} before, {tasks_after} after"
+    );
+    eprintln!("after 10,000 connections: {fds_after} fds (was {fds_before}), {tasks_after} tasks (was {tasks_before})");
+}
+
+/// `/metrics`, read by a Prometheus text-format parser, counts what the
+/// test did: connections, bytes both ways, failures, API calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let fake = FakeAws::start().await;
+    let backend = Backend::start("b1", "127.0.0.2", 0, Mode::Echo).await;
+    let (cport, dead_port) = (free_port(), free_port());
+    let dead_host_port = free_port(); // nothing listens there
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.2", None);
+        let td = c.add_task_definition(
+            "web",
+            1,
+            "bridge",
+            &app(&[(cport, None), (dead_port, None)]),
+        );
+        let mut task = bridge_task(&td, &ci, cport, &backend);
+        task.containers[0]
+            .network_bindings
+            .push(("0.0.0.0".into(), dead_port, dead_host_port));
+        c.add_task(task);
+    });
+    // One discovery round only, so the fake's call log is final.
+    let kite = start_kite(&fake, &["--refresh", "1h"]);
+    kite.wait_ready().await;
+    wait_serving(&kite, cport).await; // one connection
+
+    let mut up = 0u64;
+    let mut down = ("b1\n".len() + 32) as u64; // the probe: name line and trailer
+    for len in [0usize, 1, 1000, 70_000, 1 << 20] {
+        let (s, _) = open(cport).await.unwrap();
+        let (tx, _rx) = tokio::sync::watch::channel(0);
+        echo_exchange(s, len, tx).await.unwrap();
+        up += len as u64;
+        down += ("b1\n".len() + len + 32) as u64;
+    }
+    // The dead port: the client is closed, the failure counted.
+    assert!(whoami(dead_port).await.is_err());
+
+    let (status, body) = kite.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let p = cport.to_string();
+    let dp = dead_port.to_string();
+    let get = |name: &str, labels: &[(&str, &str)]| sample(&body, name, labels);
+    assert_eq!(
+        get("kite_connections_accepted_total", &[("port", &p)]),
+        6.0,
+        "{body}"
+    );
+    assert_eq!(get("kite_connections_active", &[("port", &p)]), 0.0);
+    assert_eq!(
+        get("kite_bytes_to_backend_total", &[("port", &p)]),
+        up as f64
+    );
+    assert_eq!(
+        get("kite_bytes_to_client_total", &[("port", &p)]),
+        down as f64
+    );
+    assert_eq!(get("kite_connections_failed_total", &[("port", &dp)]), 1.0);
+    let dead_backend = format!("127.0.0.2:{dead_host_port}");
+    assert_eq!(
+        get(
+            "kite_backend_connect_failures_total",
+            &[("backend", &dead_backend)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "kite_backend_ejections_total",
+            &[("backend", &dead_backend)]
+        ),
+        1.0
+    );
+    assert_eq!(get("kite_targets", &[("port", &p)]), 1.0);
+    assert_eq!(get("kite_discovery_rounds_total", &[]), 1.0);
+    assert_eq!(get("kite_discovery_errors_total", &[]), 0.0);
+    assert_eq!(get("kite_discovery_round_duration_seconds_count", &[]), 1.0);
+    assert!(get("kite_snapshot_age_seconds", &[]) >= 0.0);
+    assert!(get("kite_runtime_tasks", &[]) > 0.0);
+    let calls = fake.calls();
+    for op in [
+        "ListTasks",
+        "DescribeTasks",
+        "DescribeTaskDefinition",
+        "DescribeContainerInstances",
+        "DescribeInstances",
+    ] {
+        let n = calls.iter().filter(|c| *c == op).count();
+        assert!(n >= 1, "{op} never called: {calls:?}");
+        assert_eq!(
+            get("kite_aws_api_calls_total", &[("operation", op)]),
+            n as f64,
+            "{op}"
+        );
+    }
+}
+
+/// Throttled calls are counted per operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_are_counted() {
+    let fake = FakeAws::start().await;
+    let backend = Backend::start("b1", "127.0.0.2", 0, Mode::Echo).await;
+    let cport = free_port();
+    one_task(&fake, cport, &backend);
+    let kite = start_kite(&fake, &["--refresh", "100ms"]);
+    kite.wait_ready().await;
+    fake.set_fault(Fault::Throttle { every: 1 });
+    for _ in 0..200 {
+        if kite
+            .metric(
+                "kite_aws_api_throttled_total",
+                &[("operation", "ListTasks")],
+            )
+            .await
+            >= 2.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        kite.metric(
+            "kite_aws_api_throttled_total",
+            &[("operation", "ListTasks")]
+        )
+        .await
+            >= 2.0,
+        "{}",
+        kite.log()
+    );
+    fake.set_fault(Fault::None);
+    assert_eq!(whoami(cport).await.unwrap(), "b1");
+}
+
+/// `--max-connections`: one more waits briefly, then is refused and
+/// counted. `--idle-timeout`: idle connections are closed, busy ones not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_and_idle_timeout() {
+    let limits = ["--max-connections", "2", "--idle-timeout", "1500ms"];
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &[&["--refresh", "1h"][..], &limits].concat()).await;
+    let p = cport.to_string();
+
+    let (mut held1, _) = open(cport).await.unwrap();
+    let (held2, _) = open(cport).await.unwrap();
+    // A third is refused: closed without reaching a backend.
+    let refused = open(cport).await;
+    assert!(refused.is_err(), "a third connection was served");
+    assert_eq!(
+        kite.metric("kite_connections_refused_total", &[("port", &p)])
+            .await,
+        1.0
+    );
+    assert!(
+        kite.log().contains("refusing connections"),
+        "{}",
+        kite.log()
+    );
+    drop(held2);
+
+    // held1 stays busy: a ping every 200 ms for 3 s, each echoed.
+    for _ in 0..15 {
+        held1.write_all(b"ping").await.unwrap();
+        let mut pong = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), held1.read_exact(&mut pong))
+            .await
+            .expect("busy connection stalled")
+            .expect("busy connection was closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Then idle: kite closes it.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), held1.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "idle connection not closed");
+    assert!(
+        kite.metric("kite_connections_idle_closed_total", &[("port", &p)])
+            .await
+            >= 1.0
+    );
+    assert!(kite.log().contains("accepting connections again") || whoami(cport).await.is_ok());
+}
