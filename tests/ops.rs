@@ -736,6 +736,7 @@ async fn metrics_count_what_happened() {
     // The dead port: the client is closed, the failure counted.
     assert!(whoami(dead_port).await.is_err());
 
+    assert_eq!(kite.get("/healthz").await.unwrap(), (200, "ok\n".to_owned()));
     let (status, body) = kite.get("/metrics").await.unwrap();
     assert_eq!(status, 200);
     let p = cport.to_string();
