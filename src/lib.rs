@@ -18,6 +18,9 @@
 //!   ([`snapshot::Store`]), and the lock-free backend pick.
 //! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
 //!   connection: pick, connect with failover, splice.
+//! - [`attach`]: `kite attach`: one task, resolved with the same discovery,
+//!   then stdin/stdout over TCP, a local port forward, or the container's
+//!   own stdio through the Docker daemon on its host.
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
 //!   chain, with clear errors when no region or credentials are found.
 //!
@@ -31,6 +34,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attach;
 pub mod aws;
 pub mod cli;
 pub mod config;
