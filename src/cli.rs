@@ -151,7 +151,7 @@ pub struct AttachArgs {
     pub started_by: String,
 
     /// With --run: leave the task running when the attach ends.
-    #[arg(long, env = "KITE_KEEP", requires = "run")]
+    #[arg(long, env = "KITE_KEEP")]
     pub keep: bool,
 
     /// The container; may be left out when exactly one container of the task exposes ports.

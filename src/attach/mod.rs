@@ -31,7 +31,16 @@ pub use term::{parse_detach_keys, DetachKeys};
 
 /// The cluster to use: `--cluster`, else the one in a new-format ARN, else
 /// `default`. An error (a usage error) when `--cluster` and the ARN disagree.
+/// Also checks the flag combinations clap cannot express.
 pub fn cluster(args: &AttachArgs) -> Result<String, String> {
+    if args.keep && args.run.is_none() {
+        return Err("--keep only applies with --run (a task kite started)".into());
+    }
+    if args.port.is_some() && args.docker {
+        return Err(
+            "--port does not apply to --docker (it attaches to the container's stdio)".into(),
+        );
+    }
     let from_arn = args.task.as_ref().and_then(|t| t.cluster.clone());
     match (&args.cluster, from_arn) {
         (Some(flag), Some(arn)) => {
