@@ -203,7 +203,7 @@ async fn connect(spec: &Spec) -> Result<Docker> {
             Docker::connect_with_http(&format!("tcp://{addr}"), timeout, version)
         }
     }
-    .map_err(|e| explain(&e, spec, "cannot set up a client for"))?;
+    .map_err(|e| explain(&e, spec, "cannot reach"))?;
     match tokio::time::timeout(spec.connect_timeout, docker.negotiate_version()).await {
         Ok(Ok(docker)) => Ok(docker),
         Ok(Err(e)) => Err(explain(&e, spec, "cannot reach")),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::docker::{cert_dir, DockerHost};
+use super::docker::{cert_dir, error_chain, DockerHost};
 
 /// ca.pem, cert.pem and key.pem of a `DOCKER_CERT_PATH` directory.
 #[derive(Clone, Debug)]
@@ -72,8 +72,32 @@ pub fn install_provider() {
 
 /// A hint for a TLS failure, or None when `err` is not one.
 pub fn explain(err: &bollard::errors::Error, files: &Files, host: &DockerHost) -> Option<String> {
-    let tls = find_rustls_error(err)?;
     let dir = cert_dir(files).display();
+    let Some(tls) = find_rustls_error(err) else {
+        // hyper's connect errors may hide the typed rustls error behind
+        // their own boxes: read the message instead.
+        let chain = error_chain(err);
+        let hint = if chain.contains("UnknownIssuer") || chain.contains("BadSignature") {
+            format!(
+                "its certificate is not signed by the CA in {} (wrong ca.pem in {dir}?)",
+                files.ca.display()
+            )
+        } else if chain.contains("NotValidForName") {
+            format!("its certificate is not valid for the address kite dialled ({host})")
+        } else if chain.contains("received fatal alert") {
+            format!(
+                "it rejected kite's client certificate: is {} signed by the CA the daemon \
+                 trusts, and {} its key (in {dir})? ({chain})",
+                files.cert.display(),
+                files.key.display()
+            )
+        } else if chain.contains("invalid peer certificate") {
+            format!("its certificate is not acceptable: {chain}")
+        } else {
+            return None;
+        };
+        return Some(format!("TLS handshake failed: {hint}"));
+    };
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     let hint = match tls {
         E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
