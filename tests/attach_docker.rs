@@ -594,3 +594,57 @@ impl Drop for TlsFront {
         self.0.abort();
     }
 }
+
+/// The detach keys leave the container running and end kite with 0.
+#[tokio::test]
+async fn docker_tty_detach_keys_leave_the_container_running() {
+    if !docker_ready("docker_tty_detach") {
+        return;
+    }
+    use tokio::io::AsyncReadExt;
+    let name = suffix("detach");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let fake = FakeAws::start().await;
+    let cname = format!("kite-{name}");
+    let cid = start_container(&mut cleanup, &cname, &image, "x", true, "read line; exit 9");
+    let arn = ecs_task(&fake, Some(&cid));
+    let inner = format!(
+        "{KITE} attach --task {arn} --docker --docker-host {UNIX} --detach-keys ctrl-x,k; \
+         echo rc=$?"
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(fake.child_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running script(1)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    let run = async {
+        let mut buf = [0u8; 4096];
+        // Type the keys once kite is attached (and the terminal raw).
+        while !text(&screen).contains("attached to container") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "kite ended early: {}", text(&screen));
+            screen.extend_from_slice(&buf[..n]);
+        }
+        stdin.write_all(b"\x18k").await.unwrap();
+        stdout.read_to_end(&mut screen).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("kite did not detach within 120 s");
+    let screen = text(&screen);
+    assert!(screen.contains("detached; container"), "{screen}");
+    assert!(screen.contains("rc=0"), "{screen}");
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &cname]);
+    assert_eq!(running, "true", "{screen}");
+}
