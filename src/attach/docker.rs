@@ -10,16 +10,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_ecs::types::Task;
 use bollard::errors::Error as DockerError;
 use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::{
-    AttachContainerOptions, ListContainersOptions, ResizeContainerTTYOptions, WaitContainerOptions,
-};
+use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions};
 use bollard::Docker;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::stdio::stdin_chunks;
-use super::term::{window_size, DetachKeys, DetachWatch, RawMode};
+use super::session::{exit_code, Ended, Session};
+use super::term::{DetachKeys, RawMode};
 use super::{short_id, tls};
 use crate::cli::AttachArgs;
 use crate::discovery::Discovery;
@@ -216,7 +212,7 @@ async fn connect(spec: &Spec) -> Result<Docker> {
 }
 
 /// One line for a Docker error: what failed, on which host, and a hint.
-fn explain(err: &DockerError, spec: &Spec, what: &str) -> anyhow::Error {
+pub(crate) fn explain(err: &DockerError, spec: &Spec, what: &str) -> anyhow::Error {
     let host = &spec.host;
     if let Some(hint) = spec.tls.as_ref().and_then(|f| tls::explain(err, f, host)) {
         return anyhow!("{what} the Docker daemon at {host}: {hint}");
@@ -358,141 +354,6 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
         }
         Ended::Interrupted => bail!("interrupted; container {short} keeps running"),
         Ended::Closed => exit_code(&docker, &cid, &spec).await,
-    }
-}
-
-/// How an attach session ended.
-enum Ended {
-    /// The container closed its output (it is exiting).
-    Closed,
-    /// The detach keys were typed.
-    Detached,
-    /// kite was told to stop.
-    Interrupted,
-}
-
-struct Session<'a> {
-    docker: &'a Docker,
-    cid: &'a str,
-    tty: bool,
-    stdin: bool,
-    detach_keys: &'a DetachKeys,
-}
-
-impl Session<'_> {
-    /// Moves bytes until the container's output ends, the user detaches,
-    /// or `cancel`.
-    async fn pump(
-        &self,
-        attached: bollard::container::AttachContainerResults,
-        cancel: &CancellationToken,
-    ) -> Result<Ended> {
-        let bollard::container::AttachContainerResults { mut output, input } = attached;
-        if self.tty {
-            self.resize().await;
-        }
-        let up = self.forward_stdin(input);
-        let down = async {
-            let mut out = tokio::io::stdout();
-            let mut err = tokio::io::stderr();
-            while let Some(frame) = output.next().await {
-                use bollard::container::LogOutput;
-                match frame.context("reading the container's output")? {
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        out.write_all(&message).await?;
-                        out.flush().await?;
-                    }
-                    LogOutput::StdErr { message } => {
-                        err.write_all(&message).await?;
-                        err.flush().await?;
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        };
-        let winch = self.follow_window_size();
-        tokio::select! {
-            r = down => r.map(|()| Ended::Closed),
-            r = up => r,
-            _ = winch => Ok(Ended::Closed),
-            _ = cancel.cancelled() => Ok(Ended::Interrupted),
-        }
-    }
-
-    /// Sends kite's stdin to the container: end of file closes the
-    /// container's stdin (for containers started with stdin-once); the
-    /// detach keys end the session. Never returns otherwise.
-    async fn forward_stdin(
-        &self,
-        mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    ) -> Result<Ended> {
-        if !self.stdin {
-            return std::future::pending().await;
-        }
-        let mut chunks = stdin_chunks();
-        let mut watch = DetachWatch::new(self.detach_keys);
-        while let Some(chunk) = chunks.recv().await {
-            let chunk = chunk.context("reading stdin")?;
-            if input.write_all(&chunk).await.is_err() {
-                break; // the container's side closed: its output will end too
-            }
-            let _ = input.flush().await;
-            if self.tty && watch.feed(&chunk) {
-                return Ok(Ended::Detached);
-            }
-        }
-        let _ = input.shutdown().await;
-        std::future::pending().await
-    }
-
-    /// Sends the terminal's size to the container's TTY.
-    async fn resize(&self) {
-        if let Some((rows, cols)) = window_size() {
-            let opts = ResizeContainerTTYOptions {
-                h: i32::from(rows),
-                w: i32::from(cols),
-            };
-            if let Err(err) = self.docker.resize_container_tty(self.cid, opts).await {
-                tracing::debug!(%err, "resizing the container's TTY failed");
-            }
-        }
-    }
-
-    /// Resizes on every SIGWINCH, with a TTY; never returns.
-    async fn follow_window_size(&self) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let winch = if self.tty {
-            signal(SignalKind::window_change()).ok()
-        } else {
-            None
-        };
-        let Some(mut winch) = winch else {
-            return std::future::pending().await;
-        };
-        while winch.recv().await.is_some() {
-            self.resize().await;
-        }
-        std::future::pending().await
-    }
-}
-
-/// The container's exit code, once it has stopped.
-async fn exit_code(docker: &Docker, cid: &str, spec: &Spec) -> Result<i32> {
-    let opts = WaitContainerOptions {
-        condition: "not-running".into(),
-    };
-    let mut wait = docker.wait_container(cid, Some(opts));
-    match wait.next().await {
-        Some(Ok(r)) => Ok(i32::try_from(r.status_code).unwrap_or(1)),
-        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
-            Ok(i32::try_from(code).unwrap_or(1))
-        }
-        Some(Err(e)) => Err(explain(&e, spec, "cannot get the exit code from")),
-        None => bail!(
-            "the Docker daemon at {} gave no exit code for container {cid}",
-            spec.host
-        ),
     }
 }
 

@@ -7,6 +7,7 @@
 //! attach ends, as the Empire RFC proposes for attached runs.
 
 pub mod docker;
+mod session;
 mod stdio;
 pub mod task_ref;
 pub mod tcp;
