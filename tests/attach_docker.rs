@@ -450,6 +450,18 @@ async fn docker_mutual_tls() {
         1,
         "{err}"
     );
+
+    let wrong = pki.wrong_cert.to_str().unwrap();
+    let out = run(kite(&fake, &args, &[("DOCKER_CERT_PATH", wrong)]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("rejected kite's client certificate"), "{err}");
+    assert!(err.contains(&format!("tcp://127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
 }
 
 /// Certificates made with openssl: a CA, the daemon's (for 127.0.0.1),
@@ -459,6 +471,8 @@ struct Pki {
     client: PathBuf,
     /// The same client files with the other CA's ca.pem.
     wrong_ca: PathBuf,
+    /// The right ca.pem, with a client certificate the other CA signed.
+    wrong_cert: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -499,13 +513,18 @@ impl Pki {
         )
         .unwrap();
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for who in ["server", "client"] {
-            let (key, csr, pem, ext) = (
+        for (who, ca) in [("server", "ca"), ("client", "ca"), ("stranger", "other-ca")] {
+            let ext = if who == "server" {
+                "server.ext"
+            } else {
+                "client.ext"
+            };
+            let (key, csr, pem) = (
                 format!("{who}-key.pem"),
                 format!("{who}.csr"),
                 format!("{who}.pem"),
-                format!("{who}.ext"),
             );
+            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
             let subj = format!("/CN={who}");
             let mut a = vec!["req", "-subj", &subj];
             a.extend(ec);
@@ -519,14 +538,14 @@ impl Pki {
                     "-in",
                     &csr,
                     "-CA",
-                    "ca.pem",
+                    &ca_pem,
                     "-CAkey",
-                    "ca-key.pem",
+                    &ca_key,
                     "-CAcreateserial",
                     "-days",
                     "2",
                     "-extfile",
-                    &ext,
+                    ext,
                     "-out",
                     &pem,
                 ],
@@ -534,13 +553,22 @@ impl Pki {
         }
         let client = dir.join("client-dir");
         let wrong_ca = dir.join("wrong-ca-dir");
-        for (d, ca) in [(&client, "ca.pem"), (&wrong_ca, "other-ca.pem")] {
+        let wrong_cert = dir.join("wrong-cert-dir");
+        for (d, ca, who) in [
+            (&client, "ca.pem", "client"),
+            (&wrong_ca, "other-ca.pem", "client"),
+            (&wrong_cert, "ca.pem", "stranger"),
+        ] {
             std::fs::create_dir_all(d).unwrap();
             std::fs::copy(dir.join(ca), d.join("ca.pem")).unwrap();
-            std::fs::copy(dir.join("client.pem"), d.join("cert.pem")).unwrap();
-            std::fs::copy(dir.join("client-key.pem"), d.join("key.pem")).unwrap();
+            std::fs::copy(dir.join(format!("{who}.pem")), d.join("cert.pem")).unwrap();
+            std::fs::copy(dir.join(format!("{who}-key.pem")), d.join("key.pem")).unwrap();
         }
-        Pki { client, wrong_ca }
+        Pki {
+            client,
+            wrong_ca,
+            wrong_cert,
+        }
     }
 }
 

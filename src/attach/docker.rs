@@ -361,3 +361,40 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
 pub(crate) fn cert_dir(files: &tls::Files) -> &Path {
     files.ca.parent().unwrap_or(Path::new("."))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hosts() {
+        let tcp = |s: &str| DockerHost::Tcp(s.to_owned());
+        assert_eq!(
+            parse_docker_host("tcp://10.0.0.5:2376").unwrap(),
+            tcp("10.0.0.5:2376")
+        );
+        assert_eq!(
+            parse_docker_host("tcp://host.internal").unwrap(),
+            tcp("host.internal:2376")
+        );
+        assert_eq!(
+            parse_docker_host("tcp://[::1]:2375/").unwrap(),
+            tcp("[::1]:2375")
+        );
+        assert_eq!(
+            parse_docker_host("unix:///var/run/docker.sock").unwrap(),
+            DockerHost::Unix("/var/run/docker.sock".into())
+        );
+        for (bad, want) in [
+            ("10.0.0.5:2376", "not a Docker host"),
+            ("http://x", "not a Docker host"),
+            ("unix://docker.sock", "absolute path"),
+            ("tcp://", "names no host"),
+            ("tcp://h:0", "not a port number"),
+            ("tcp://h:http", "not a port number"),
+        ] {
+            let err = parse_docker_host(bad).unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+}
