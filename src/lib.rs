@@ -21,6 +21,9 @@
 //! - [`metrics`]: the Prometheus metrics every part updates.
 //! - [`ops`]: running in production: the admin endpoint (`/healthz`,
 //!   `/readyz`, `/metrics`, `/targets`) and its client, `kite health`.
+//! - [`attach`]: `kite attach`: one task, resolved with the same discovery,
+//!   then stdin/stdout over TCP, a local port forward, or the container's
+//!   own stdio through the Docker daemon on its host.
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
 //!   chain, with clear errors when no region or credentials are found, and
 //!   an interceptor counting every API call.
@@ -35,6 +38,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attach;
 pub mod aws;
 pub mod cli;
 pub mod config;

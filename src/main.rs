@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use kite::cli::{Cli, Command, HealthArgs, LogFormat, ProxyArgs, SelectArgs, TargetsArgs};
+use kite::cli::{
+    AttachArgs, Cli, Command, HealthArgs, LogFormat, ProxyArgs, SelectArgs, TargetsArgs,
+};
 use kite::config::PortMaps;
 use kite::discovery::{self, Discovery, Query, Schedule};
 use kite::metrics::Metrics;
@@ -32,13 +34,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Proxy(args) => run_proxy(args).await,
-            Command::Targets(args) => run_targets(args).await,
-            Command::Health(args) => run_health(args).await,
+            Command::Proxy(args) => run_proxy(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Targets(args) => run_targets(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Health(args) => run_health(args).await.map(|()| ExitCode::SUCCESS),
+            // The container's exit code (0-255) with --docker.
+            Command::Attach(args) => run_attach(args)
+                .await
+                .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -268,4 +274,22 @@ fn targets_table(s: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// `kite attach`; the exit code is the container's with `--docker`.
+async fn run_attach(args: AttachArgs) -> Result<i32> {
+    let cluster = kite::attach::cluster(&args).unwrap_or_else(|msg| {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit()
+    });
+    let clients = aws::clients(&Arc::new(Metrics::new())).await?;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if shutdown_signal().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    kite::attach::run(args, cluster, clients.ecs, clients.ec2, cancel).await
 }

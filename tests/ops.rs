@@ -391,7 +391,7 @@ async fn ecs_unreachable_keeps_the_last_targets_and_readiness_follows() {
     assert_eq!(sick.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&sick.stderr).contains("not ready"));
     assert!(kite.log().contains("discovery round failed"));
-    assert!(kite.metric("kite_discovery_errors_total", &[]).await >= 2.0);
+    assert!(kite.metric("kite_discovery_errors_total", &[]).await >= 1.0);
     // Still serving while not ready.
     assert_eq!(whoami(cport).await.unwrap(), "b1");
 
@@ -736,7 +736,10 @@ async fn metrics_count_what_happened() {
     // The dead port: the client is closed, the failure counted.
     assert!(whoami(dead_port).await.is_err());
 
-    assert_eq!(kite.get("/healthz").await.unwrap(), (200, "ok\n".to_owned()));
+    assert_eq!(
+        kite.get("/healthz").await.unwrap(),
+        (200, "ok\n".to_owned())
+    );
     let (status, body) = kite.get("/metrics").await.unwrap();
     assert_eq!(status, 200);
     let p = cport.to_string();

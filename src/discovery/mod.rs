@@ -218,6 +218,79 @@ impl Discovery {
         Ok(())
     }
 
+    /// `kite attach`: describes ONE task by ARN or id (one DescribeTasks
+    /// call) and fetches what [`Discovery::build_task`] needs, through the
+    /// same calls and caches as a round. `Ok(Err(reason))` when ECS does not
+    /// know the task.
+    pub async fn describe_task(&mut self, task: &str) -> Result<Result<Task, String>> {
+        let (tasks, failures) =
+            ecs::describe_tasks(&self.ecs, &self.query.cluster, &[task.to_owned()]).await?;
+        let Some(found) = tasks.into_iter().next() else {
+            let reason = failures
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("MISSING");
+            return Ok(Err(reason.to_owned()));
+        };
+        let one = std::slice::from_ref(&found);
+        self.fill_task_defs(one).await?;
+        self.fill_hosts(one).await?;
+        if self.query.public {
+            self.fill_enis(one).await?;
+        }
+        Ok(Ok(found))
+    }
+
+    /// The cached task definition of `task` (after [`Discovery::describe_task`]).
+    pub fn task_def(&self, task: &Task) -> Option<&TaskDef> {
+        self.task_defs.get(task.task_definition_arn()?)
+    }
+
+    /// Builds the targets of one task's `container` by the same rules as a
+    /// round (every revision; `--public` and port maps from the query).
+    pub fn build_task(&self, task: &Task, container: &str) -> Snapshot {
+        let want = Want {
+            container,
+            public: self.query.public,
+            revision: None,
+            port_maps: &self.query.port_maps,
+        };
+        let fetched = Fetched {
+            tasks: std::slice::from_ref(task),
+            task_defs: &self.task_defs,
+            hosts: &self.hosts,
+            eni_public_ips: &self.eni_public_ips,
+        };
+        build::build_snapshot(&want, fetched)
+    }
+
+    /// The EC2 addresses of the instance `task` runs on, whatever its
+    /// network mode (awsvpc tasks on EC2 too): where its Docker daemon is.
+    /// None for tasks without a container instance (Fargate) or when ECS or
+    /// EC2 no longer know the instance.
+    pub async fn instance_addrs(&mut self, task: &Task) -> Result<Option<HostAddrs>> {
+        let Some(ci) = task.container_instance_arn() else {
+            return Ok(None);
+        };
+        if let Some(addrs) = self.hosts.get(ci) {
+            return Ok(Some(addrs.clone()));
+        }
+        let cluster = &self.query.cluster;
+        let (ids, _) = ecs::container_instance_ids(&self.ecs, cluster, &[ci.to_owned()]).await?;
+        let Some((_, instance_id)) = ids.into_iter().next() else {
+            return Ok(None);
+        };
+        let ips = ec2::instance_ips(&self.ec2, std::slice::from_ref(&instance_id)).await?;
+        Ok(ips
+            .get(&instance_id)
+            .cloned()
+            .map(|(private_ip, public_ip)| HostAddrs {
+                instance_id,
+                private_ip,
+                public_ip,
+            }))
+    }
+
     fn mode_of(&self, task: &Task) -> Option<NetworkMode> {
         let td = self.task_defs.get(task.task_definition_arn()?)?;
         td.network_mode.clone().ok()

@@ -3,7 +3,7 @@
 //! answers), with state a test edits live, a log of calls, and injectable
 //! throttling and server errors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,6 +117,14 @@ pub struct Cluster {
     pub instances: BTreeMap<String, Ec2Instance>,
     pub enis: BTreeMap<String, Eni>,
     next_id: u64,
+    /// Statuses each task still goes through, by task ARN: one step per
+    /// DescribeTasks call that names the task.
+    scripts: BTreeMap<String, VecDeque<String>>,
+    /// What RunTask starts: this spec (containers, instance, bindings) with
+    /// the task definition filled in, going through `run_script`.
+    pub run_template: Option<TaskSpec>,
+    /// The statuses a task started by RunTask goes through.
+    pub run_script: Vec<String>,
 }
 
 impl Cluster {
@@ -129,6 +137,9 @@ impl Cluster {
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
             next_id: 0,
+            scripts: BTreeMap::new(),
+            run_template: None,
+            run_script: Vec::new(),
         }
     }
 
@@ -267,6 +278,42 @@ impl Cluster {
         }
         self.tasks.push(task);
         task_arn
+    }
+
+    /// Makes the task go through `steps`, one per DescribeTasks call that
+    /// names it: `STATUS` sets lastStatus (and the containers' status), and
+    /// `STOPPED:reason` also sets desiredStatus and stoppedReason.
+    pub fn script(&mut self, task_arn: &str, steps: &[&str]) {
+        let steps = steps.iter().map(|s| s.to_string()).collect();
+        self.scripts.insert(task_arn.to_owned(), steps);
+    }
+
+    /// Applies the next scripted step of the task at `i`, if any.
+    fn step(&mut self, i: usize) {
+        let arn = self.tasks[i]["taskArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(step) = self.scripts.get_mut(&arn).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        let (status, reason) = match step.split_once(':') {
+            Some((s, r)) => (s.to_owned(), Some(r.to_owned())),
+            None => (step, None),
+        };
+        let task = &mut self.tasks[i];
+        task["lastStatus"] = json!(status);
+        if let Some(cs) = task["containers"].as_array_mut() {
+            for c in cs {
+                c["lastStatus"] = json!(status);
+            }
+        }
+        if status == "STOPPED" {
+            task["desiredStatus"] = json!("STOPPED");
+        }
+        if let Some(r) = reason {
+            task["stoppedReason"] = json!(r);
+        }
     }
 
     fn position(&self, arn_or_id: &str) -> Option<usize> {
@@ -672,7 +719,7 @@ fn list_tasks(cluster: &Cluster, req: &Value) -> Answer {
     ecs_ok(out)
 }
 
-fn describe_tasks(cluster: &Cluster, req: &Value) -> Answer {
+fn describe_tasks(cluster: &mut Cluster, req: &Value) -> Answer {
     let ids = strings(&req["tasks"]);
     if ids.is_empty() || ids.len() > 100 {
         return invalid("tasks must hold 1 to 100 items");
@@ -680,7 +727,10 @@ fn describe_tasks(cluster: &Cluster, req: &Value) -> Answer {
     let (mut found, mut failures) = (Vec::new(), Vec::new());
     for id in ids {
         match cluster.position(&id) {
-            Some(i) => found.push(cluster.tasks[i].clone()),
+            Some(i) => {
+                cluster.step(i);
+                found.push(cluster.tasks[i].clone())
+            }
             None => failures.push(json!({"arn": id, "reason": "MISSING"})),
         }
     }
@@ -717,14 +767,34 @@ fn run_task(cluster: &mut Cluster, req: &Value) -> Answer {
                     .collect()
             })
             .unwrap_or_default();
+        let base = match &cluster.run_template {
+            Some(t) => TaskSpec {
+                task_definition_arn: arn.clone(),
+                containers: t
+                    .containers
+                    .iter()
+                    .map(|c| TaskContainer {
+                        last_status: "PENDING".into(),
+                        ..c.clone()
+                    })
+                    .collect(),
+                ..t.clone()
+            },
+            None => TaskSpec {
+                containers,
+                ..TaskSpec::new(&arn)
+            },
+        };
         let spec = TaskSpec {
             last_status: "PROVISIONING".into(),
             launch_type: req["launchType"].as_str().unwrap_or("EC2").to_owned(),
             started_by: req["startedBy"].as_str().map(str::to_owned),
-            containers,
-            ..TaskSpec::new(&arn)
+            ..base
         };
         let task_arn = cluster.add_task(spec);
+        let script = cluster.run_script.clone();
+        let steps: Vec<&str> = script.iter().map(String::as_str).collect();
+        cluster.script(&task_arn, &steps);
         let i = cluster.position(&task_arn).unwrap();
         tasks.push(cluster.tasks[i].clone());
     }

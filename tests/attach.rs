@@ -1,0 +1,356 @@
+//! `kite attach` end to end: the kite binary against the fake ECS/EC2
+//! endpoint, waiting for RUNNING, then stdin/stdout or `--listen` to real
+//! TCP backends on 127.0.0.x, and `--run`.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+const KITE: &str = env!("CARGO_BIN_EXE_kite");
+
+/// A kite child with a hermetic environment pointed at the fake.
+fn command(fake: &FakeAws, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(KITE);
+    cmd.arg("attach")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(fake.child_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `kite attach ARGS` with `input` on stdin (then end of file).
+async fn attach(fake: &FakeAws, args: &[&str], input: &[u8]) -> Output {
+    let mut child = command(fake, args).spawn().expect("starting kite");
+    let mut stdin = child.stdin.take().unwrap();
+    // kite may exit before reading stdin (an error): ignore a broken pipe.
+    let _ = stdin.write_all(input).await;
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kite attach did not finish within 60 s")
+        .expect("waiting for kite")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A bridge task of family `web` on an instance at 127.0.0.1 whose
+/// container "app" maps `cport` to the backend; its ARN.
+fn bridge(fake: &FakeAws, backend: &Backend, cport: u16) -> String {
+    fake.edit(|c| {
+        let ci = c.add_instance(&backend.addr.ip().to_string(), None);
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        c.add_task(bridge_task(&td, &ci, cport, backend))
+    })
+}
+
+fn id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap()
+}
+
+#[tokio::test]
+async fn waits_through_pending_then_talks_over_stdio_bridge() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("bridge-task", "127.0.0.2", 0, Mode::Echo).await;
+    let arn = bridge(&fake, &b, 8080);
+    fake.edit(|c| {
+        c.task_mut(&arn).unwrap()["lastStatus"] = "PROVISIONING".into();
+        c.script(&arn, &["PROVISIONING", "PENDING", "PENDING", "RUNNING"]);
+    });
+    let out = attach(&fake, &["--task", id(&arn), "--poll", "10ms"], b"hello\n").await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    // The echo backend: its name, the echo, then the sha256 of what it got,
+    // which it sends only after kite half-closed at the end of stdin.
+    assert!(stdout.starts_with("bridge-task\nhello\n"), "{stdout:?}");
+    assert_eq!(out.stdout.len(), "bridge-task\nhello\n".len() + 32);
+    let p = stderr.find("is PROVISIONING").expect(&stderr);
+    let q = stderr.find("is PENDING").expect(&stderr);
+    let r = stderr.find("is RUNNING").expect(&stderr);
+    assert!(p < q && q < r, "{stderr}");
+    assert_eq!(stderr.matches("is PENDING").count(), 1, "{stderr}");
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn stdio_to_an_awsvpc_task_by_new_arn_with_several_ports() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("eni-task", "127.0.0.7", 0, Mode::AnswerAfterEof(100_000)).await;
+    let arn = fake.edit(|c| {
+        let td = c.add_task_definition("api", 2, "awsvpc", &app(&[(b.port(), None), (9, None)]));
+        c.add_task(TaskSpec {
+            eni: Some(("eni-0a".into(), "127.0.0.7".into())),
+            containers: vec![TaskContainer::new("app")],
+            ..TaskSpec::new(&td)
+        })
+    });
+    let port = b.port().to_string();
+    let out = attach(&fake, &["--task", &arn, "--port", &port], b"request").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut want = b"eni-task\n".to_vec();
+    want.extend(pattern(100_000));
+    assert!(out.stdout == want, "got {} bytes", out.stdout.len());
+
+    // Without --port the choice is the user's: the error lists the ports.
+    let out = attach(&fake, &["--task", &arn], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("several ports") && err.contains("--port"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn listen_forwards_many_connections_to_the_one_task() {
+    let fake = FakeAws::start().await;
+    let one = Backend::start("one", "127.0.0.3", 0, Mode::Echo).await;
+    let two = Backend::start("two", "127.0.0.4", 0, Mode::Echo).await;
+    let arn = bridge(&fake, &one, 80);
+    fake.edit(|c| {
+        // Another task of the same family: attach must not use it.
+        let ci = c.add_instance("127.0.0.4", None);
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(80, None)]));
+        c.add_task(bridge_task(&td, &ci, 80, &two));
+    });
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = command(&fake, &["--task", id(&arn), "--listen", &listen])
+        .spawn()
+        .unwrap();
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        match whoami(port).await {
+            Ok(name) => names.push(name),
+            Err(_) if names.is_empty() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("connection through --listen failed: {e}"),
+        }
+        if names.len() == 5 {
+            break;
+        }
+    }
+    assert_eq!(names, vec!["one"; 5]);
+    assert_eq!(two.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn stopped_task_fails_at_once_with_its_reason() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("x", "127.0.0.5", 0, Mode::Echo).await;
+    let arn = bridge(&fake, &b, 80);
+    fake.edit(|c| {
+        let t = c.task_mut(&arn).unwrap();
+        t["lastStatus"] = "STOPPED".into();
+        t["desiredStatus"] = "STOPPED".into();
+        t["stoppedReason"] = "Essential container in task exited".into();
+    });
+    let out = attach(&fake, &["--task", id(&arn), "--wait", "10m"], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("has stopped: Essential container in task exited"),
+        "{err}"
+    );
+    assert_eq!(fake.call_count("DescribeTasks"), 1);
+
+    // A task that stops while kite waits.
+    let arn = bridge(&fake, &b, 81);
+    fake.edit(|c| {
+        c.task_mut(&arn).unwrap()["lastStatus"] = "PENDING".into();
+        c.script(
+            &arn,
+            &["PENDING", "STOPPED:CannotPullContainerError: no such image"],
+        );
+    });
+    let out = attach(&fake, &["--task", &arn, "--poll", "10ms"], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is PENDING"), "{err}");
+    assert!(
+        err.contains("CannotPullContainerError: no such image"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_task_and_timeout() {
+    let fake = FakeAws::start().await;
+    let out = attach(&fake, &["--task", "0123456789abcdef0123456789abcdef"], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("task 0123456789abcdef0123456789abcdef not found in cluster default"),
+        "{err}"
+    );
+
+    let b = Backend::start("slow", "127.0.0.6", 0, Mode::Echo).await;
+    let arn = bridge(&fake, &b, 80);
+    fake.edit(|c| c.task_mut(&arn).unwrap()["lastStatus"] = "PENDING".into());
+    let args = ["--task", id(&arn), "--wait", "200ms", "--poll", "20ms"];
+    let out = attach(&fake, &args, b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("still PENDING after 200ms (--wait)"), "{err}");
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn bad_names_and_ports_are_named() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("x", "127.0.0.8", 0, Mode::Echo).await;
+    let arn = bridge(&fake, &b, 80);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--name", "db"],
+            "no container named 'db' (its containers: app)",
+        ),
+        (
+            &["--port", "443"],
+            "does not expose port 443 (it exposes 80)",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["--task", id(&arn)];
+        args.extend_from_slice(extra);
+        let out = attach(&fake, &args, b"").await;
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1);
+    }
+    // A backend that is gone: the error names the task and address.
+    b.kill();
+    let out = attach(&fake, &["--task", id(&arn), "--connect-timeout", "2s"], b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot connect to port 80 of task {}", id(&arn))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let fake = FakeAws::start().await;
+    let other = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef0123456789abcdef";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--task", "nope"], "'nope' is not a task id"),
+        (&[], "--task"),
+        (
+            &["--task", other, "--cluster", "staging"],
+            "does not match the cluster",
+        ),
+        (
+            &["--task", "0123456789abcdef0123456789abcdef", "--keep"],
+            "--run",
+        ),
+        (
+            &[
+                "--task",
+                "0123456789abcdef0123456789abcdef",
+                "--docker",
+                "--listen",
+                "127.0.0.1:1",
+            ],
+            "--listen",
+        ),
+        (
+            &[
+                "--task",
+                "0123456789abcdef0123456789abcdef",
+                "--docker",
+                "--docker-host",
+                "ftp://x",
+            ],
+            "not a Docker host",
+        ),
+        (
+            &[
+                "--task",
+                "0123456789abcdef0123456789abcdef",
+                "--detach-keys",
+                "ctrl-1",
+            ],
+            "not a key",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = attach(&fake, args, b"").await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(fake.calls().is_empty(), "usage errors call no API");
+}
+
+#[tokio::test]
+async fn run_starts_attaches_and_stops_the_task() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("fresh", "127.0.0.9", 0, Mode::Echo).await;
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.9", None);
+        c.add_task_definition("batch", 3, "bridge", &app(&[(7000, None)]));
+        c.run_template = Some(bridge_task("", &ci, 7000, &b));
+        c.run_script = ["PROVISIONING", "PENDING", "RUNNING"]
+            .map(String::from)
+            .to_vec();
+    });
+    let out = attach(&fake, &["--run", "batch:3", "--poll", "10ms"], b"ping\n").await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("fresh\nping\n"), "{stdout:?}");
+    assert!(stderr.contains("started task"), "{stderr}");
+    assert!(
+        stderr.contains("is PENDING") && stderr.contains("is RUNNING"),
+        "{stderr}"
+    );
+    let calls = fake.calls();
+    let run = calls.iter().position(|c| c == "RunTask").expect("RunTask");
+    let stop = calls
+        .iter()
+        .position(|c| c == "StopTask")
+        .expect("StopTask");
+    assert!(run < stop, "{calls:?}");
+    let started = fake.edit(|c| c.tasks[0].clone());
+    assert_eq!(started["startedBy"], "kite-attach");
+    assert_eq!(started["desiredStatus"], "STOPPED");
+    assert!(stderr.contains("stopped task"), "{stderr}");
+
+    // --keep leaves it running.
+    fake.clear_calls();
+    let out = attach(&fake, &["--run", "batch", "--keep", "--poll", "10ms"], b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(fake.call_count("RunTask"), 1);
+    assert_eq!(fake.call_count("StopTask"), 0);
+    assert_eq!(
+        fake.edit(|c| c.tasks[1]["desiredStatus"].clone()),
+        "RUNNING"
+    );
+}

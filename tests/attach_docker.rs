@@ -1,0 +1,678 @@
+//! `kite attach --docker` against the machine's real Docker daemon: a tiny
+//! image built `FROM scratch` (Debian's static busybox), containers run
+//! with the ECS agent's labels, and the task registered in the fake ECS on
+//! an instance at 127.0.0.1. Mutual TLS goes through a rustls terminator in
+//! front of the daemon's unix socket, with certificates the test makes with
+//! openssl. (socat's openssl-listen cannot serve a client that resumes TLS
+//! sessions while it demands client certificates: OpenSSL fails with
+//! "session id context uninitialized" on the second connection.)
+//!
+//! Without a Docker daemon these tests print a notice and pass, unless
+//! KITE_REQUIRE_DOCKER=1 (as in CI), where they fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+const KITE: &str = env!("CARGO_BIN_EXE_kite");
+const SOCKET: &str = "/var/run/docker.sock";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A per-run suffix for every Docker object's name.
+fn suffix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{test}-{}-{nanos:x}", std::process::id())
+}
+
+/// Whether Docker (and busybox-static) can be used; prints why not, and
+/// panics instead when KITE_REQUIRE_DOCKER=1.
+fn docker_ready(test: &str) -> bool {
+    let daemon = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdin(Stdio::null())
+        .output();
+    let problem = match daemon {
+        Err(e) => Some(format!("no docker CLI ({e})")),
+        Ok(o) if !o.status.success() => Some(format!(
+            "no Docker daemon answers ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(_) if !Path::new(BUSYBOX).exists() => Some(format!(
+            "{BUSYBOX} is missing (apt-get install busybox-static)"
+        )),
+        Ok(_) => None,
+    };
+    let Some(problem) = problem else {
+        return true;
+    };
+    if std::env::var("KITE_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("{test}: KITE_REQUIRE_DOCKER=1 but {problem}");
+    }
+    eprintln!("SKIPPED {test}: {problem}");
+    false
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Docker objects this test made, removed when dropped (also on failure).
+#[derive(Default)]
+struct Cleanup {
+    containers: Vec<String>,
+    images: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for i in &self.images {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A scratch directory under the system temp dir.
+fn temp_dir(cleanup: &mut Cleanup, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kite-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    cleanup.dirs.push(dir.clone());
+    dir
+}
+
+/// Builds `FROM scratch` + static busybox; returns the image tag.
+fn build_image(cleanup: &mut Cleanup, name: &str) -> String {
+    let ctx = temp_dir(cleanup, &format!("ctx-{name}"));
+    std::fs::copy(BUSYBOX, ctx.join("busybox")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n",
+    )
+    .unwrap();
+    let tag = format!("kite-test-busybox:{name}");
+    cleanup.images.push(tag.clone());
+    docker(&["build", "-q", "-t", &tag, ctx.to_str().unwrap()]);
+    tag
+}
+
+/// Creates and starts a container as the ECS agent would label it, with
+/// stdin open (closed after the first attach, like `docker run -i`).
+fn start_container(
+    cleanup: &mut Cleanup,
+    name: &str,
+    image: &str,
+    task_arn: &str,
+    tty: bool,
+    script: &str,
+) -> String {
+    let task_label = format!("com.amazonaws.ecs.task-arn={task_arn}");
+    let mut args = vec![
+        "create",
+        "-i",
+        "-a",
+        "stdin",
+        "--name",
+        name,
+        "--label",
+        &task_label,
+        "--label",
+        "com.amazonaws.ecs.container-name=app",
+    ];
+    if tty {
+        args.push("-t");
+    }
+    args.extend([image, "sh", "-c", script]);
+    cleanup.containers.push(name.to_owned());
+    let id = docker(&args);
+    docker(&["start", name]);
+    id
+}
+
+/// A bridge task of one container "app" on an instance at 127.0.0.1, with
+/// ECS's runtimeId when given; its ARN.
+fn ecs_task(fake: &FakeAws, runtime_id: Option<&str>) -> String {
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.1", None);
+        let td = c.add_task_definition("shell", 1, "bridge", &app(&[]));
+        c.add_task(TaskSpec {
+            container_instance_arn: Some(ci),
+            containers: vec![TaskContainer {
+                runtime_id: runtime_id.map(str::to_owned),
+                ..TaskContainer::new("app")
+            }],
+            ..TaskSpec::new(&td)
+        })
+    })
+}
+
+fn kite(fake: &FakeAws, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(KITE);
+    cmd.arg("attach")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(fake.child_env())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(mut cmd: tokio::process::Command, input: &[u8]) -> Output {
+    let mut child = cmd.spawn().expect("starting kite");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input).await;
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("kite attach did not finish within 120 s")
+        .expect("waiting for kite")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const UNIX: &str = "unix:///var/run/docker.sock";
+
+/// stdin reaches the container, stdout and stderr come back apart, and the
+/// container's exit code is kite's: the container found by runtimeId, then
+/// (no runtimeId) by the ECS labels.
+#[tokio::test]
+async fn docker_stdio_and_exit_code_by_runtime_id_and_by_labels() {
+    if !docker_ready("docker_stdio_and_exit_code") {
+        return;
+    }
+    let name = suffix("stdio");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let fake = FakeAws::start().await;
+    let script = "cat; echo err-line >&2; exit 3";
+
+    let cid = start_container(
+        &mut cleanup,
+        &format!("kite-{name}-a"),
+        &image,
+        "unused",
+        false,
+        script,
+    );
+    let arn2 = ecs_task(&fake, Some(&cid));
+    let args = ["--task", &arn2, "--docker", "--docker-host", UNIX];
+    let out = run(kite(&fake, &args, &[]), b"to-stdin\n").await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(text(&out.stdout), "to-stdin\n");
+    assert!(stderr.contains("err-line\n"), "{stderr}");
+    assert!(stderr.contains("attached to container app"), "{stderr}");
+
+    // No runtimeId: the labels find it.
+    let arn3 = ecs_task(&fake, None);
+    start_container(
+        &mut cleanup,
+        &format!("kite-{name}-b"),
+        &image,
+        &arn3,
+        false,
+        script,
+    );
+    let args = ["--task", &arn3, "--docker", "--docker-host", UNIX];
+    let out = run(kite(&fake, &args, &[]), b"by-labels\n").await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "by-labels\n");
+    assert!(text(&out.stderr).contains("err-line"));
+}
+
+/// A container that already exited, one that does not exist, and a daemon
+/// that is not there: one clear line each.
+#[tokio::test]
+async fn docker_errors_are_one_clear_line() {
+    let fake = FakeAws::start().await;
+    // No daemon at this socket: needs no Docker.
+    let arn = ecs_task(&fake, Some("0123abcd"));
+    let args = [
+        "--task",
+        &arn,
+        "--docker",
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ];
+    let out = run(kite(&fake, &args, &[]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach the Docker daemon at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    // A tcp daemon without TLS files or --docker-tls=false.
+    let args = ["--task", &arn, "--docker"];
+    let out = run(kite(&fake, &args, &[]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tcp://127.0.0.1:2376 needs TLS: set DOCKER_CERT_PATH"),
+        "{err}"
+    );
+
+    // Fargate: no Docker daemon; execute-command is the way in.
+    let farg = fake.edit(|c| {
+        let td = c.add_task_definition("f", 1, "awsvpc", &app(&[]));
+        c.add_task(TaskSpec {
+            launch_type: "FARGATE".into(),
+            eni: Some(("eni-f".into(), "127.0.0.9".into())),
+            containers: vec![TaskContainer::new("app")],
+            ..TaskSpec::new(&td)
+        })
+    });
+    let out = run(kite(&fake, &["--task", &farg, "--docker"], &[]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Fargate") && err.contains("aws ecs execute-command"),
+        "{err}"
+    );
+
+    if !docker_ready("docker_errors_are_one_clear_line") {
+        return;
+    }
+    let name = suffix("errors");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let cid = start_container(
+        &mut cleanup,
+        &format!("kite-{name}"),
+        &image,
+        "x",
+        false,
+        "exit 7",
+    );
+    docker(&["wait", &cid]);
+    let arn = ecs_task(&fake, Some(&cid));
+    let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
+    let out = run(kite(&fake, &args, &[]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not running: exited, exit code 7"), "{err}");
+    assert!(err.contains(UNIX), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+
+    // Neither runtimeId nor labels match anything on that daemon.
+    let arn = ecs_task(&fake, None);
+    let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
+    let out = run(kite(&fake, &args, &[]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("has no container app of task"), "{err}");
+}
+
+/// With a TTY: kite in a pseudo-terminal (script(1)), raw mode while
+/// attached and restored after, the window size sent, the exit code passed.
+#[tokio::test]
+async fn docker_tty_raw_mode_restored_and_window_size_sent() {
+    if !docker_ready("docker_tty") {
+        return;
+    }
+    let name = suffix("tty");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let dir = temp_dir(&mut cleanup, &format!("tty-{name}"));
+    let fake = FakeAws::start().await;
+    let cid = start_container(
+        &mut cleanup,
+        &format!("kite-{name}"),
+        &image,
+        "x",
+        true,
+        "read line; stty size; echo got:$line; exit 5",
+    );
+    let arn = ecs_task(&fake, Some(&cid));
+    let d = dir.display();
+    let inner = format!(
+        "stty rows 33 cols 99; stty -g > {d}/before; \
+         {KITE} attach --task {arn} --docker --docker-host {UNIX}; echo $? > {d}/rc; \
+         stty -g > {d}/after"
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qefc", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(fake.child_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("running script(1)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed\r").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), async {
+        let out = child.wait_with_output().await;
+        drop(stdin);
+        out
+    })
+    .await
+    .expect("kite in script(1) did not finish within 120 s")
+    .unwrap();
+    let screen = text(&out.stdout);
+    let read = |f: &str| std::fs::read_to_string(Path::new(&dir).join(f)).unwrap_or_default();
+    assert_eq!(read("rc").trim(), "5", "{screen}");
+    assert!(screen.contains("got:typed"), "{screen}");
+    assert!(screen.contains("33 99"), "window size not sent: {screen}");
+    assert!(!read("before").is_empty());
+    assert_eq!(
+        read("before"),
+        read("after"),
+        "terminal left changed: {screen}"
+    );
+}
+
+/// Mutual TLS through a TLS terminator in front of the daemon's socket: the right
+/// certificates attach (the daemon found on the task's instance address,
+/// port --docker-port); a wrong CA fails with one clear line.
+#[tokio::test]
+async fn docker_mutual_tls() {
+    if !docker_ready("docker_mutual_tls") {
+        return;
+    }
+    let name = suffix("tls");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let dir = temp_dir(&mut cleanup, &format!("tls-{name}"));
+    let pki = Pki::make(&dir);
+    let (_front, port) = TlsFront::start(&dir).await;
+    let fake = FakeAws::start().await;
+    let cid = start_container(
+        &mut cleanup,
+        &format!("kite-{name}"),
+        &image,
+        "x",
+        false,
+        "cat; echo tls-err >&2; exit 4",
+    );
+    let arn = ecs_task(&fake, Some(&cid));
+    let port_s = port.to_string();
+    let args = ["--task", &arn, "--docker", "--docker-port", &port_s];
+    let good = pki.client.to_str().unwrap();
+    let out = run(
+        kite(&fake, &args, &[("DOCKER_CERT_PATH", good)]),
+        b"over-tls\n",
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(text(&out.stdout), "over-tls\n");
+    assert!(
+        stderr.contains(&format!("tcp://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tls-err"), "{stderr}");
+
+    let wrong = pki.wrong_ca.to_str().unwrap();
+    let out = run(kite(&fake, &args, &[("DOCKER_CERT_PATH", wrong)]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    assert!(err.contains("not signed by the CA"), "{err}");
+    assert!(err.contains(&format!("tcp://127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+
+    let wrong = pki.wrong_cert.to_str().unwrap();
+    let out = run(kite(&fake, &args, &[("DOCKER_CERT_PATH", wrong)]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("rejected kite's client certificate"), "{err}");
+    assert!(err.contains(&format!("tcp://127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+}
+
+/// Certificates made with openssl: a CA, the daemon's (for 127.0.0.1),
+/// kite's client certificate, and a second CA that signed nothing.
+struct Pki {
+    /// ca.pem, cert.pem, key.pem: the right ones.
+    client: PathBuf,
+    /// The same client files with the other CA's ca.pem.
+    wrong_ca: PathBuf,
+    /// The right ca.pem, with a client certificate the other CA signed.
+    wrong_cert: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+impl Pki {
+    fn make(dir: &Path) -> Pki {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let mut a = vec!["req", "-x509", "-days", "2", "-subj"];
+            let subj = format!("/CN=kite test {ca}");
+            a.push(&subj);
+            a.extend(ec);
+            let (key, pem) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
+            a.extend(["-keyout", &key, "-out", &pem]);
+            openssl(dir, &a);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (who, ca) in [("server", "ca"), ("client", "ca"), ("stranger", "other-ca")] {
+            let ext = if who == "server" {
+                "server.ext"
+            } else {
+                "client.ext"
+            };
+            let (key, csr, pem) = (
+                format!("{who}-key.pem"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+            );
+            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+            let subj = format!("/CN={who}");
+            let mut a = vec!["req", "-subj", &subj];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr]);
+            openssl(dir, &a);
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_pem,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    ext,
+                    "-out",
+                    &pem,
+                ],
+            );
+        }
+        let client = dir.join("client-dir");
+        let wrong_ca = dir.join("wrong-ca-dir");
+        let wrong_cert = dir.join("wrong-cert-dir");
+        for (d, ca, who) in [
+            (&client, "ca.pem", "client"),
+            (&wrong_ca, "other-ca.pem", "client"),
+            (&wrong_cert, "ca.pem", "stranger"),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::copy(dir.join(ca), d.join("ca.pem")).unwrap();
+            std::fs::copy(dir.join(format!("{who}.pem")), d.join("cert.pem")).unwrap();
+            std::fs::copy(dir.join(format!("{who}-key.pem")), d.join("key.pem")).unwrap();
+        }
+        Pki {
+            client,
+            wrong_ca,
+            wrong_cert,
+        }
+    }
+}
+
+/// The daemon's TLS terminator, as a daemon started with --tlsverify would
+/// be: it demands a client certificate signed by ca.pem, and passes each
+/// connection on to the daemon's unix socket (half-close included). Stops
+/// when dropped.
+struct TlsFront(tokio::task::JoinHandle<()>);
+
+impl TlsFront {
+    async fn start(dir: &Path) -> (TlsFront, u16) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(roots.into())
+            .build()
+            .unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(sock).await else {
+                        return; // e.g. kite with the wrong CA hangs up
+                    };
+                    let mut unix = tokio::net::UnixStream::connect(SOCKET).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut unix).await;
+                });
+            }
+        });
+        (TlsFront(task), port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The detach keys leave the container running and end kite with 0.
+#[tokio::test]
+async fn docker_tty_detach_keys_leave_the_container_running() {
+    if !docker_ready("docker_tty_detach") {
+        return;
+    }
+    use tokio::io::AsyncReadExt;
+    let name = suffix("detach");
+    let mut cleanup = Cleanup::default();
+    let image = build_image(&mut cleanup, &name);
+    let fake = FakeAws::start().await;
+    let cname = format!("kite-{name}");
+    let cid = start_container(&mut cleanup, &cname, &image, "x", true, "read line; exit 9");
+    let arn = ecs_task(&fake, Some(&cid));
+    let inner = format!(
+        "{KITE} attach --task {arn} --docker --docker-host {UNIX} --detach-keys ctrl-x,k; \
+         echo rc=$?"
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(fake.child_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running script(1)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    let run = async {
+        let mut buf = [0u8; 4096];
+        // Type the keys once kite is attached (and the terminal raw).
+        while !text(&screen).contains("attached to container") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "kite ended early: {}", text(&screen));
+            screen.extend_from_slice(&buf[..n]);
+        }
+        stdin.write_all(b"\x18k").await.unwrap();
+        stdout.read_to_end(&mut screen).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("kite did not detach within 120 s");
+    let screen = text(&screen);
+    assert!(screen.contains("detached; container"), "{screen}");
+    assert!(screen.contains("rc=0"), "{screen}");
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &cname]);
+    assert_eq!(running, "true", "{screen}");
+}
