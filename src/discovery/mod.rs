@@ -347,10 +347,10 @@ pub async fn run(
                         took_ms = started.elapsed().as_millis() as u64,
                         "discovery round"
                     );
-                    let mut counts = BTreeMap::new();
-                    for t in &snapshot.targets {
-                        *counts.entry(t.listen_port).or_insert(0) += 1;
-                    }
+                    let counts: BTreeMap<u16, usize> = snapshot
+                        .ports()
+                        .map(|port| (port, snapshot.backends(port).len()))
+                        .collect();
                     discovery.metrics.set_targets(&counts);
                     let old = store.publish(snapshot);
                     log_changes(&old, &store.load());
