@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use kite::config::{PortMap, PortMaps, Selector};
-use kite::discovery::Discovery;
+use kite::discovery::{Discovery, Query};
 use kite::snapshot::NetworkMode;
 
 const REFRESH: Duration = Duration::from_millis(100);
@@ -48,14 +48,7 @@ async fn bridge_private_and_public() {
     drop(kite);
 
     let cport2 = free_port();
-    let mut q = family_query("web", None);
-    q.public = true;
-    q.port_maps = PortMaps::new(vec![PortMap {
-        local: cport2,
-        container: cport,
-    }])
-    .unwrap();
-    let kite = Kite::start(&fake, q, REFRESH).await;
+    let kite = Kite::start(&fake, public_query("web", cport2, cport), REFRESH).await;
     kite.wait_port(cport2, 1).await;
     assert_eq!(names(cport2, 5).await, set(&["public"]));
 }
@@ -83,14 +76,7 @@ async fn host_mode_private_and_public() {
     drop(kite);
 
     let lport = free_port();
-    let mut q = family_query("hosty", None);
-    q.public = true;
-    q.port_maps = PortMaps::new(vec![PortMap {
-        local: lport,
-        container: cport,
-    }])
-    .unwrap();
-    let kite = Kite::start(&fake, q, REFRESH).await;
+    let kite = Kite::start(&fake, public_query("hosty", lport, cport), REFRESH).await;
     kite.wait_port(lport, 1).await;
     assert_eq!(names(lport, 3).await, set(&["host-public"]));
 }
@@ -154,14 +140,7 @@ async fn awsvpc_ec2_and_fargate_private_and_public() {
     drop(kite);
 
     let lport = free_port();
-    let mut q = family_query("vpc", None);
-    q.public = true;
-    q.port_maps = PortMaps::new(vec![PortMap {
-        local: lport,
-        container: cport,
-    }])
-    .unwrap();
-    let kite = Kite::start(&fake, q, REFRESH).await;
+    let kite = Kite::start(&fake, public_query("vpc", lport, cport), REFRESH).await;
     kite.wait_port(lport, 2).await;
     assert_eq!(
         names(lport, 40).await,
@@ -484,4 +463,13 @@ async fn bad_task_data_skips_only_that_task() {
     );
     assert!(reasons[1].contains("has no valid port"), "{reasons:?}");
     assert_eq!(reasons[2], "no containerInstanceArn");
+}
+
+/// The tasks of `family` by public address, container port `container`
+/// listened on at `local`.
+fn public_query(family: &str, local: u16, container: u16) -> Query {
+    let mut q = family_query(family, None);
+    q.public = true;
+    q.port_maps = PortMaps::new(vec![PortMap { local, container }]).unwrap();
+    q
 }
