@@ -388,6 +388,12 @@ impl Drop for FakeAws {
 impl FakeAws {
     /// Starts serving on 127.0.0.1:0.
     pub async fn start() -> FakeAws {
+        FakeAws::start_on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Starts serving on `ip`, port 0: the host's side of a Docker network
+    /// the test made, for kite in a container.
+    pub async fn start_on(ip: std::net::IpAddr) -> FakeAws {
         let state: Shared = Arc::new(Mutex::new(Inner {
             cluster: Cluster::new(),
             calls: Vec::new(),
@@ -395,7 +401,7 @@ impl FakeAws {
             counter: 0,
             raw: BTreeMap::new(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::spawn(listener, state.clone());
         FakeAws {

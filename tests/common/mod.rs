@@ -2,6 +2,7 @@
 //! kite (discovery + proxy) running in-process against them.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fake_aws;
 pub mod process;
 
