@@ -4,9 +4,8 @@ const ID: &str = "3f1b8c0e9d2a4b6c8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e
 
 #[test]
 fn container_id_from_cgroup_v1_docker() {
-    let text = format!(
-        "12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n"
-    );
+    let text =
+        format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n");
     assert_eq!(container_id_from_cgroup(&text).as_deref(), Some(ID));
 }
 
@@ -64,8 +63,10 @@ fn container_id_from_garbage() {
 #[test]
 fn region_from_task_arn() {
     assert_eq!(
-        region_from_arn("arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c")
-            .as_deref(),
+        region_from_arn(
+            "arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c"
+        )
+        .as_deref(),
         Some("us-west-2")
     );
     assert_eq!(
