@@ -15,7 +15,7 @@ use kite::cli::{
 };
 use kite::config::PortMaps;
 use kite::discovery::{self, Discovery, Query, Schedule};
-use kite::metadata::{self, Whoami};
+use kite::metadata;
 use kite::metrics::Metrics;
 use kite::snapshot::{Snapshot, Store};
 use kite::{aws, ops, proxy};
@@ -358,31 +358,7 @@ async fn run_whoami(args: WhoamiArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&me)?);
     } else {
-        print!("{}", whoami_text(&me));
+        print!("{}", me.text());
     }
     Ok(())
-}
-
-/// `key  value` lines, the values aligned; `-` where unknown.
-fn whoami_text(me: &Whoami) -> String {
-    let taskdef = match (&me.family, &me.revision) {
-        (Some(f), Some(r)) => Some(format!("{f}:{r}")),
-        (Some(f), None) => Some(f.clone()),
-        _ => None,
-    };
-    let rows = [
-        ("cluster", me.cluster.clone()),
-        ("task", me.task_arn.clone()),
-        ("task definition", taskdef),
-        ("availability zone", me.availability_zone.clone()),
-        ("region", me.region.clone()),
-        ("container id", me.container_id.clone()),
-        ("container name", me.container_name.clone()),
-        ("launch type", me.launch_type.clone()),
-        ("source", me.source.map(|s| s.to_string())),
-    ];
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    rows.iter()
-        .map(|(k, v)| format!("{k:<width$}  {}\n", v.as_deref().unwrap_or("-")))
-        .collect()
 }

@@ -18,7 +18,16 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+mod agent;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use agent::from_agent;
+pub use parse::{container_id_from_cgroup, region_from_arn, region_from_az};
+use parse::{region, string_or_number};
 
 /// The longest any one metadata or introspection request may take: both
 /// are local to the host, so an answer is quick or never comes.
@@ -80,6 +89,32 @@ pub struct Whoami {
     pub container_instance_arn: Option<String>,
     /// Which way it was found; `None` only in [`Whoami::default`].
     pub source: Option<Source>,
+}
+
+impl Whoami {
+    /// `key  value` lines, the values aligned; `-` where unknown.
+    pub fn text(&self) -> String {
+        let taskdef = match (&self.family, &self.revision) {
+            (Some(f), Some(r)) => Some(format!("{f}:{r}")),
+            (Some(f), None) => Some(f.clone()),
+            _ => None,
+        };
+        let rows = [
+            ("cluster", self.cluster.clone()),
+            ("task", self.task_arn.clone()),
+            ("task definition", taskdef),
+            ("availability zone", self.availability_zone.clone()),
+            ("region", self.region.clone()),
+            ("container id", self.container_id.clone()),
+            ("container name", self.container_name.clone()),
+            ("launch type", self.launch_type.clone()),
+            ("source", self.source.map(|s| s.to_string())),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {}\n", v.as_deref().unwrap_or("-")))
+            .collect()
+    }
 }
 
 /// The task metadata endpoints, as the ECS agent passes them in the
@@ -243,134 +278,7 @@ async fn from_endpoint(base: &str, source: Source) -> Result<Whoami> {
     Ok(w)
 }
 
-// === the ECS agent's introspection API ===
-
-/// `GET /v1/tasks?dockerid=ID`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct AgentTask {
-    arn: Option<String>,
-    family: Option<String>,
-    #[serde(deserialize_with = "string_or_number")]
-    version: Option<String>,
-    containers: Vec<AgentContainer>,
-}
-
-/// A container of an [`AgentTask`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct AgentContainer {
-    docker_id: Option<String>,
-    name: Option<String>,
-}
-
-/// `GET /v1/metadata`: the container instance.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct AgentMetadata {
-    cluster: Option<String>,
-    container_instance_arn: Option<String>,
-}
-
-/// The task of container `id` from the agent; its cluster from the
-/// agent's own metadata, or else the task ARN.
-async fn from_agent(agent_uri: &str, id: &str) -> Result<Whoami> {
-    let agent = agent_uri.trim_end_matches('/');
-    let (task, instance) = tokio::join!(
-        get_json::<AgentTask>(format!("{agent}/v1/tasks?dockerid={id}")),
-        get_json::<AgentMetadata>(format!("{agent}/v1/metadata")),
-    );
-    let task = task?;
-    let instance = instance.unwrap_or_default();
-    let container = task
-        .containers
-        .iter()
-        .find(|c| c.docker_id.as_deref() == Some(id));
-    let mut w = Whoami {
-        cluster: instance
-            .cluster
-            .or_else(|| task.arn.as_deref().and_then(cluster_from_task_arn)),
-        task_arn: task.arn,
-        family: task.family,
-        revision: task.version,
-        container_id: Some(id.to_owned()),
-        container_name: container.and_then(|c| c.name.clone()),
-        launch_type: Some("EC2".to_owned()),
-        container_instance_arn: instance.container_instance_arn,
-        source: Some(Source::Introspection),
-        ..Whoami::default()
-    };
-    w.region = region(&w);
-    Ok(w)
-}
-
-// === parsing ===
-
-/// The container id in a `/proc/self/cgroup` or `/proc/self/cpuset` text:
-/// the last component of a cgroup path, when it is 64 hex digits (also in
-/// systemd's `docker-ID.scope` spelling).
-pub fn container_id_from_cgroup(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        // cgroup lines are `ID:CONTROLLERS:PATH`; cpuset is the bare path.
-        let path = line.splitn(3, ':').last()?.trim();
-        let last = path.rsplit('/').next()?;
-        let last = last.strip_suffix(".scope").unwrap_or(last);
-        let last = last.rsplit('-').next()?;
-        (last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| last.to_ascii_lowercase())
-    })
-}
-
-/// The region of a task: from its ARN, or else its availability zone.
-fn region(w: &Whoami) -> Option<String> {
-    w.task_arn
-        .as_deref()
-        .and_then(region_from_arn)
-        .or_else(|| w.availability_zone.as_deref().and_then(region_from_az))
-}
-
-/// `arn:aws:ecs:REGION:ACCOUNT:...` → REGION.
-pub fn region_from_arn(arn: &str) -> Option<String> {
-    let mut parts = arn.split(':');
-    if parts.next() != Some("arn") {
-        return None;
-    }
-    let region = parts.nth(2)?;
-    (!region.is_empty()).then(|| region.to_owned())
-}
-
-/// An availability zone's region: `us-west-2d` → `us-west-2`, and
-/// `us-west-2-lax-1a` (a Local Zone) → `us-west-2`.
-pub fn region_from_az(az: &str) -> Option<String> {
-    let parts: Vec<&str> = az.split('-').collect();
-    let i = parts
-        .iter()
-        .position(|p| p.starts_with(|c: char| c.is_ascii_digit()))?;
-    if i < 2 {
-        return None;
-    }
-    let number = parts[i].trim_end_matches(|c: char| c.is_ascii_lowercase());
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(format!("{}-{number}", parts[..i].join("-")))
-}
-
-/// The cluster in a new-format task ARN (`task/CLUSTER/ID`).
-fn cluster_from_task_arn(arn: &str) -> Option<String> {
-    let (_, resource) = arn.split_once(":task/")?;
-    let (cluster, _id) = resource.split_once('/')?;
-    Some(cluster.to_owned())
-}
-
-/// ECS writes revisions as strings; accept numbers too.
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
-}
+// === HTTP ===
 
 /// One plain-HTTP GET, bounded by [`TIMEOUT`], its body read as JSON.
 async fn get_json<T: DeserializeOwned>(url: String) -> Result<T> {
@@ -391,6 +299,3 @@ async fn get_json<T: DeserializeOwned>(url: String) -> Result<T> {
     }
     serde_json::from_slice(&body).with_context(|| format!("GET {url}: not the expected JSON"))
 }
-
-#[cfg(test)]
-mod tests;

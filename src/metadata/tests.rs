@@ -1,3 +1,4 @@
+use super::parse::cluster_from_task_arn;
 use super::*;
 
 const ID: &str = "3f1b8c0e9d2a4b6c8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
@@ -143,5 +144,24 @@ fn cluster_in_new_format_task_arns_only() {
     assert_eq!(
         cluster_from_task_arn("arn:aws:ecs:us-east-1:111122223333:task/abc"),
         None
+    );
+}
+
+#[test]
+fn text_aligns_values_and_marks_unknowns() {
+    let w = Whoami {
+        cluster: Some("default".into()),
+        family: Some("web".into()),
+        revision: Some("7".into()),
+        source: Some(Source::Introspection),
+        ..Whoami::default()
+    };
+    let text = w.text();
+    assert!(text.starts_with("cluster            default\n"), "{text}");
+    assert!(text.contains("\ntask definition    web:7\n"), "{text}");
+    assert!(text.contains("\ntask               -\n"), "{text}");
+    assert!(
+        text.ends_with("\nsource             introspection\n"),
+        "{text}"
     );
 }
