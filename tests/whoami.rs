@@ -480,6 +480,64 @@ async fn whoami_with_a_dead_metadata_endpoint_fails_fast() {
     );
 }
 
+#[tokio::test]
+async fn whoami_falls_back_to_the_container_labels() {
+    // An agent whose `/task` path fails: the container's labels still say.
+    let fake = FakeHttp::start(&[("/v4/0f1e2d3c-4b5a", ec2_container())]).await;
+    let out = kite(
+        &["whoami", "--json"],
+        env(&[(
+            "ECS_CONTAINER_METADATA_URI_V4",
+            &fake.url("/v4/0f1e2d3c-4b5a"),
+        )]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["cluster"], "default");
+    assert_eq!(json["task_arn"], EC2_TASK_ARN);
+    assert_eq!(json["family"], "curltest");
+    assert_eq!(json["revision"], "26");
+    assert_eq!(json["region"], "us-west-2");
+    assert_eq!(json["container_name"], "curl");
+}
+
+#[tokio::test]
+async fn whoami_with_a_silent_metadata_endpoint_times_out() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v4/silent", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            open.push(sock);
+        }
+    });
+    let cgroup = cgroup_file("0::/\n");
+    let started = Instant::now();
+    let out = kite(
+        &["whoami"],
+        env(&[
+            ("ECS_CONTAINER_METADATA_URI_V4", &base),
+            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
+        ]),
+    )
+    .await;
+    let _ = std::fs::remove_file(&cgroup);
+    hold.abort();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no answer within"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "bounded by the 2 s timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 // === defaults from the task in `kite targets` ===
 
 /// A fake AWS whose only cluster is `prod-east`, with one web task.
