@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_ecs::config::ConfigBag;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -13,6 +14,7 @@ use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorC
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use tracing::info;
 
 use crate::metrics::Metrics;
 
@@ -32,11 +34,22 @@ pub struct Clients {
 /// Loads the AWS configuration (region, credentials, `AWS_ENDPOINT_URL*`)
 /// the standard way, and checks up front that a region and credentials are
 /// there, so a misconfigured kite fails at start-up with a clear message.
-pub async fn clients(metrics: &Arc<Metrics>) -> Result<Clients> {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts())
-        .load()
-        .await;
+///
+/// `fallback_region` (the region of the task kite runs in) is used only
+/// when the standard chain finds no region.
+pub async fn clients(metrics: &Arc<Metrics>, fallback_region: Option<&str>) -> Result<Clients> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
+    if let Some(fallback) = fallback_region {
+        let chain = RegionProviderChain::default_provider();
+        match chain.region().await {
+            Some(region) => loader = loader.region(region),
+            None => {
+                info!(region = %fallback, "no AWS region configured: using the task's, from the task metadata endpoint");
+                loader = loader.region(Region::new(fallback.to_owned()));
+            }
+        }
+    }
+    let config = loader.load().await;
     let Some(region) = config.region() else {
         bail!(
             "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION), \

@@ -49,14 +49,18 @@ pub enum Command {
     /// Attach to ONE task: a TCP connection on stdin/stdout, a local port
     /// forward (--listen), or its container's own stdio (--docker).
     Attach(AttachArgs),
+    /// From inside an ECS task: its cluster, task, family:revision and
+    /// container (no AWS credentials needed).
+    Whoami(WhoamiArgs),
 }
 
 /// Which tasks, which container: shared by every command that discovers.
 #[derive(Debug, Args)]
 pub struct SelectArgs {
-    /// The ECS cluster (name or ARN).
-    #[arg(long, env = "KITE_CLUSTER", default_value = "default")]
-    pub cluster: String,
+    /// The ECS cluster (name or ARN) [default: the cluster of the task kite
+    /// runs in (task metadata endpoint), else `default`].
+    #[arg(long, env = "KITE_CLUSTER")]
+    pub cluster: Option<String>,
 
     /// The task definition family, optionally pinned to one revision.
     #[arg(long, env = "KITE_FAMILY", value_name = "NAME[:REV]",
@@ -176,8 +180,8 @@ pub struct TargetsArgs {
 /// `kite attach`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// The ECS cluster (name or ARN); default: the cluster in a new-format
-    /// task ARN, else `default`.
+    /// The ECS cluster (name or ARN) [default: the cluster in a new-format
+    /// task ARN, else the cluster of the task kite runs in, else `default`].
     #[arg(long, env = "KITE_CLUSTER")]
     pub cluster: Option<String>,
 
@@ -265,9 +269,28 @@ pub struct AttachArgs {
     pub detach_keys: crate::attach::DetachKeys,
 }
 
+/// `kite whoami`.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Print one JSON object instead of aligned lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The ECS agent's introspection API, asked when no task metadata
+    /// endpoint is set (EC2 bridge networking).
+    #[arg(long, env = "KITE_ECS_AGENT_URI", value_name = "URL",
+          default_value = crate::metadata::DEFAULT_AGENT_URI)]
+    pub agent_uri: String,
+
+    /// The files whose cgroup path ends in the container id (for tests).
+    #[arg(long, env = "KITE_CGROUP_PATH", value_name = "FILE", value_delimiter = ',',
+          default_values = ["/proc/self/cgroup", "/proc/self/cpuset"], hide = true)]
+    pub cgroup_path: Vec<std::path::PathBuf>,
+}
+
 /// The subcommand names, so that anything else in first position is read as
 /// `kite proxy` flags.
-const SUBCOMMANDS: &[&str] = &["proxy", "targets", "attach", "health", "help"];
+const SUBCOMMANDS: &[&str] = &["proxy", "targets", "attach", "health", "whoami", "help"];
 
 /// The original Task Kite's flags (Go `flag` package names) and kite's.
 const ORIGINAL_FLAGS: &[(&str, &str)] = &[
@@ -395,6 +418,7 @@ mod tests {
             &["kite", "proxy", "--family", "web"][..],
             &["kite", "--help"],
             &["kite", "targets", "-family=x"],
+            &["kite", "whoami", "--json"],
             &["kite"],
         ] {
             assert_eq!(normalize_args(os(args)), os(args));
@@ -421,7 +445,7 @@ mod tests {
             }
         );
         assert!(p.select.public);
-        assert_eq!(p.select.cluster, "default");
+        assert_eq!(p.select.cluster, None);
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
 //!   chain, with clear errors when no region or credentials are found, and
 //!   an interceptor counting every API call.
+//! - [`metadata`]: from inside a task, its cluster, task, container and
+//!   region (task metadata endpoint v4 or v3; else the cgroup files and the
+//!   ECS agent's introspection API), for `kite whoami` and the defaults of
+//!   `--cluster` and the region.
 //!
 //! # Data flow
 //!
@@ -43,6 +47,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod metadata;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;

@@ -11,10 +11,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use kite::cli::{
-    AttachArgs, Cli, Command, HealthArgs, LogFormat, ProxyArgs, SelectArgs, TargetsArgs,
+    AttachArgs, Cli, Command, HealthArgs, LogFormat, ProxyArgs, SelectArgs, TargetsArgs, WhoamiArgs,
 };
 use kite::config::PortMaps;
 use kite::discovery::{self, Discovery, Query, Schedule};
+use kite::metadata;
 use kite::metrics::Metrics;
 use kite::snapshot::{Snapshot, Store};
 use kite::{aws, ops, proxy};
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Command::Proxy(args) => run_proxy(args).await.map(|()| ExitCode::SUCCESS),
             Command::Targets(args) => run_targets(args).await.map(|()| ExitCode::SUCCESS),
             Command::Health(args) => run_health(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Whoami(args) => run_whoami(args).await.map(|()| ExitCode::SUCCESS),
             // The container's exit code (0-255) with --docker.
             Command::Attach(args) => run_attach(args)
                 .await
@@ -76,9 +78,9 @@ fn log_directives(level: &str) -> String {
     }
 }
 
-/// The discovery query from the selection flags; a bad port map set is a
-/// usage error (exit 2).
-fn query(select: &SelectArgs) -> Query {
+/// The discovery query from the selection flags and the resolved cluster;
+/// a bad port map set is a usage error (exit 2).
+fn query(select: &SelectArgs, cluster: String) -> Query {
     let port_maps = PortMaps::new(select.port_map.clone()).unwrap_or_else(|msg| {
         Cli::command()
             .error(
@@ -88,7 +90,7 @@ fn query(select: &SelectArgs) -> Query {
             .exit()
     });
     Query {
-        cluster: select.cluster.clone(),
+        cluster,
         selector: select.selector(),
         container: select.name.clone(),
         public: select.public,
@@ -96,11 +98,61 @@ fn query(select: &SelectArgs) -> Query {
     }
 }
 
+/// The metadata endpoints the ECS agent passed in the environment.
+fn metadata_endpoints() -> metadata::Endpoints {
+    metadata::Endpoints::from_vars(|name| std::env::var(name).ok())
+}
+
+/// What kite defaults to when run without `--cluster` or an AWS region.
+struct Defaults {
+    /// `--cluster`, else the task's own cluster, else `default`.
+    cluster: String,
+    /// The task's region, for when the AWS configuration names none.
+    region: Option<String>,
+}
+
+/// Resolves the cluster and the fallback region. The task metadata endpoint
+/// is asked only when its variable is set and the cluster or the region is
+/// missing, so runs outside ECS are unchanged.
+async fn defaults(cluster: Option<String>) -> Defaults {
+    let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|r| !r.trim().is_empty()));
+    let endpoints = metadata_endpoints();
+    let task = if endpoints.is_set() && (cluster.is_none() || !region_set) {
+        match metadata::from_endpoints(&endpoints).await {
+            Ok(task) => Some(task),
+            Err(err) => {
+                warn!("the task metadata endpoint did not answer, so no defaults from it: {err:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cluster = match (cluster, task.as_ref().and_then(|t| t.cluster.clone())) {
+        (Some(flag), _) => flag,
+        (None, Some(own)) => {
+            info!(cluster = %own, "no --cluster: using the task's own, from the task metadata endpoint");
+            own
+        }
+        (None, None) => {
+            info!("no --cluster: using `default`");
+            "default".to_owned()
+        }
+    };
+    Defaults {
+        cluster,
+        region: task.and_then(|t| t.region),
+    }
+}
+
 async fn run_proxy(args: ProxyArgs) -> Result<()> {
-    let query = query(&args.select);
+    let defaults = defaults(args.select.cluster.clone()).await;
+    let query = query(&args.select, defaults.cluster);
     let nofile = raise_open_file_limit();
     let metrics = Arc::new(Metrics::new());
-    let clients = aws::clients(&metrics).await?;
+    let clients = aws::clients(&metrics, defaults.region.as_deref()).await?;
     info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
           public = query.public, "starting");
     let store = Arc::new(Store::default());
@@ -219,8 +271,9 @@ async fn shutdown_signal() -> Result<()> {
 }
 
 async fn run_targets(args: TargetsArgs) -> Result<()> {
-    let query = query(&args.select);
-    let clients = aws::clients(&Arc::new(Metrics::new())).await?;
+    let defaults = defaults(args.select.cluster.clone()).await;
+    let query = query(&args.select, defaults.cluster);
+    let clients = aws::clients(&Arc::new(Metrics::new()), defaults.region.as_deref()).await?;
     let mut discovery = Discovery::new(clients.ecs, clients.ec2, query);
     let snapshot = discovery.round().await?;
     if args.json {
@@ -283,7 +336,8 @@ async fn run_attach(args: AttachArgs) -> Result<i32> {
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit()
     });
-    let clients = aws::clients(&Arc::new(Metrics::new())).await?;
+    let defaults = defaults(cluster).await;
+    let clients = aws::clients(&Arc::new(Metrics::new()), defaults.region.as_deref()).await?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -291,5 +345,20 @@ async fn run_attach(args: AttachArgs) -> Result<i32> {
             on_signal.cancel();
         }
     });
-    kite::attach::run(args, cluster, clients.ecs, clients.ec2, cancel).await
+    kite::attach::run(args, defaults.cluster, clients.ecs, clients.ec2, cancel).await
+}
+
+/// `kite whoami`: the task kite runs in; no AWS call.
+async fn run_whoami(args: WhoamiArgs) -> Result<()> {
+    let fallbacks = metadata::Fallbacks {
+        agent_uri: args.agent_uri,
+        cgroup_paths: args.cgroup_path,
+    };
+    let me = metadata::whoami(&metadata_endpoints(), &fallbacks).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&me)?);
+    } else {
+        print!("{}", me.text());
+    }
+    Ok(())
 }

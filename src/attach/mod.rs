@@ -30,10 +30,11 @@ pub use docker::{parse_docker_host, DockerHost};
 pub use task_ref::{parse_task_ref, TaskRef};
 pub use term::{parse_detach_keys, DetachKeys};
 
-/// The cluster to use: `--cluster`, else the one in a new-format ARN, else
-/// `default`. An error (a usage error) when `--cluster` and the ARN disagree.
-/// Also checks the flag combinations clap cannot express.
-pub fn cluster(args: &AttachArgs) -> Result<String, String> {
+/// The cluster to use: `--cluster`, else the one in a new-format ARN; `None`
+/// when neither says (the caller then asks the task metadata, else uses
+/// `default`). An error (a usage error) when `--cluster` and the ARN
+/// disagree. Also checks the flag combinations clap cannot express.
+pub fn cluster(args: &AttachArgs) -> Result<Option<String>, String> {
     if args.keep && args.run.is_none() {
         return Err("--keep only applies with --run (a task kite started)".into());
     }
@@ -52,11 +53,11 @@ pub fn cluster(args: &AttachArgs) -> Result<String, String> {
                      leave --cluster out or give the task's id"
                 ));
             }
-            Ok(flag.clone())
+            Ok(Some(flag.clone()))
         }
-        (Some(flag), None) => Ok(flag.clone()),
-        (None, Some(arn)) => Ok(arn),
-        (None, None) => Ok("default".to_owned()),
+        (Some(flag), None) => Ok(Some(flag.clone())),
+        (None, Some(arn)) => Ok(Some(arn)),
+        (None, None) => Ok(None),
     }
 }
 
