@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""The measurements of bench/run.sh, which starts the servers and proxies
+and hands their ports and PIDs over in a JSON file:
+
+    bench.py SETUP.json OUT.json      measure every contender, RUNS times
+    bench.py --report OUT.json        the markdown table for BENCHMARKS.md
+
+Each run measures every contender in turn (the order rotates from run to
+run), so the contenders share whatever the machine is doing; the report
+gives the median of the runs with min and max, and each median's ratio to
+"direct" (no proxy) and to HAProxy.
+"""
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads."""
+    if pid is None:
+        return 0.0
+    if not os.path.exists(f"/proc/{pid}"):
+        raise RuntimeError(f"the proxy (pid {pid}) is not running any more")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def iperf(port, streams, reverse, seconds):
+    args = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+            "-P", str(streams), "-J"]
+    if reverse:
+        args.append("-R")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(f"iperf3: {data['error']}")
+    end = data["end"]["sum_received"]
+    return end["bits_per_second"] / 1e9, end["bytes"]
+
+
+def to_ms(text):
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def wrk(port, path, seconds, connections, close=False):
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+            f"http://127.0.0.1:{port}{path}"]
+    if close:
+        args[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    result = {"errors": 0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            result["p" + parts[0][:-1]] = to_ms(parts[1])
+        elif "requests in" in line:
+            result["requests"] = int(parts[0])
+        elif line.strip().startswith("Socket errors:") or line.strip().startswith("Non-2xx"):
+            result["errors"] += sum(int(p.strip(",")) for p in parts if p.strip(",").isdigit())
+    if "rps" not in result:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
+    return result
+
+
+def idle_connections(port, pid, count):
+    """RSS of `pid` before and with `count` idle connections through it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    time.sleep(0.5)
+    before = rss_bytes(pid)
+    socks, failed = [], 0
+    for _ in range(count):
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", port))
+            socks.append(s)
+        except OSError:
+            failed += 1
+            s.close()
+    time.sleep(2)
+    # Still open (a proxy that refused or dropped them shows here).
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                continue
+        except BlockingIOError:
+            pass
+        except OSError:
+            continue
+        alive += 1
+    during = rss_bytes(pid)
+    for s in socks:
+        s.close()
+    time.sleep(1)
+    return {"rss_idle": before, "rss_with": during, "alive": alive, "failed": failed,
+            "per_conn": (during - before) / max(alive, 1)}
+
+
+def measure(setup):
+    seconds = setup["seconds"]
+    runs = []
+    contenders = setup["contenders"]
+    for r in range(setup["runs"]):
+        order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+        run = {}
+        for c in order:
+            name, pid = c["name"], c.get("pid")
+            m = {}
+            for streams in (1, 4):
+                for reverse in (False, True):
+                    key = f"iperf_{streams}{'_rev' if reverse else ''}"
+                    cpu0 = cpu_seconds(pid)
+                    gbps, moved = iperf(c["iperf_port"], streams, reverse, seconds)
+                    cpu = cpu_seconds(pid) - cpu0
+                    m[key] = gbps
+                    m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
+            for key, path, conns, close in (
+                ("ka_1k", "/1k", 32, False),
+                ("ka_1m", "/1m", 8, False),
+                ("close_1k", "/1k", 16, True),
+            ):
+                cpu0 = cpu_seconds(pid)
+                w = wrk(c["http_port"], path, seconds, conns, close)
+                cpu = cpu_seconds(pid) - cpu0
+                m[key + "_rps"] = w["rps"]
+                m[key + "_p50"] = w.get("p50")
+                m[key + "_p99"] = w.get("p99")
+                m[key + "_errors"] = w["errors"]
+                m[key + "_cpu_us_per_req"] = cpu / w["requests"] * 1e6 if pid else None
+            if pid:
+                idle = idle_connections(c["http_port"], pid, setup["idle_connections"])
+                m["rss_idle_mib"] = idle["rss_idle"] / 2**20
+                m["bytes_per_idle_conn"] = idle["per_conn"]
+                m["idle_conns_alive"] = idle["alive"]
+            run[name] = m
+            print(f"run {r + 1} {name}: " + ", ".join(
+                f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, float)), flush=True)
+        runs.append(run)
+    return runs
+
+
+ROWS = [
+    ("iperf_1", "iperf3 1 stream, client→server (Gbit/s)", "high"),
+    ("iperf_1_rev", "iperf3 1 stream, server→client (Gbit/s)", "high"),
+    ("iperf_4", "iperf3 4 streams, client→server (Gbit/s)", "high"),
+    ("iperf_4_rev", "iperf3 4 streams, server→client (Gbit/s)", "high"),
+    ("iperf_1_cpu_per_gib", "proxy CPU s per GiB, 1 stream", "low"),
+    ("iperf_4_cpu_per_gib", "proxy CPU s per GiB, 4 streams", "low"),
+    ("ka_1k_rps", "keep-alive 1 KiB: req/s", "high"),
+    ("ka_1k_p50", "keep-alive 1 KiB: p50 (ms)", "low"),
+    ("ka_1k_p99", "keep-alive 1 KiB: p99 (ms)", "low"),
+    ("ka_1k_cpu_us_per_req", "keep-alive 1 KiB: proxy CPU µs per request", "low"),
+    ("ka_1m_rps", "keep-alive 1 MiB: req/s", "high"),
+    ("ka_1m_p99", "keep-alive 1 MiB: p99 (ms)", "low"),
+    ("close_1k_rps", "new connection per request: req/s", "high"),
+    ("close_1k_p99", "new connection per request: p99 (ms)", "low"),
+    ("close_1k_cpu_us_per_req", "new connection per request: proxy CPU µs per request", "low"),
+    ("rss_idle_mib", "proxy RSS idle (MiB)", "low"),
+    ("bytes_per_idle_conn", "proxy RSS per idle connection (bytes)", "low"),
+    ("idle_conns_alive", "idle connections held", "high"),
+]
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def report(results):
+    runs = results["runs"]
+    names = [c["name"] for c in results["setup"]["contenders"]]
+    out = []
+    head = "| measure | " + " | ".join(names) + " | kite ÷ direct | kite ÷ HAProxy |"
+    out.append(head)
+    out.append("|---" * (len(names) + 3) + "|")
+    for key, label, better in ROWS:
+        medians, cells = {}, []
+        for n in names:
+            vals = [r[n][key] for r in runs if r.get(n, {}).get(key) is not None]
+            if not vals:
+                cells.append("–")
+                continue
+            med = statistics.median(vals)
+            medians[n] = med
+            cells.append(f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})")
+        def ratio(a, b):
+            if a in medians and b in medians and medians[b]:
+                return f"{medians[a] / medians[b]:.2f}×"
+            return "–"
+        out.append(f"| {label} | " + " | ".join(cells)
+                   + f" | {ratio('kite', 'direct')} | {ratio('kite', 'haproxy')} |")
+    return "\n".join(out)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        with open(sys.argv[2]) as f:
+            print(report(json.load(f)))
+        return 0
+    if len(sys.argv) != 3:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    with open(sys.argv[1]) as f:
+        setup = json.load(f)
+    runs = measure(setup)
+    with open(sys.argv[2], "w") as f:
+        json.dump({"setup": setup, "runs": runs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# kite against HAProxy and against no proxy at all, in one run, on loopback.
+#
+#   bench/run.sh                   # RUNS=3 runs of BENCH_SECONDS=5 s per measurement
+#   RUNS=5 BENCH_SECONDS=10 bench/run.sh
+#
+# Contenders: direct (the servers themselves: the limit), HAProxy in mode
+# tcp with option splice-auto, and kite (the image's static release binary) running its real
+# discovery against the project's fake ECS endpoint (examples/bench_cluster.rs),
+# whose one task leads to the same servers: nginx (1 KiB and 1 MiB files) and
+# iperf3. bench/bench.py measures (iperf3, wrk, CPU from /proc, RSS with
+# IDLE_CONNECTIONS=5000 idle connections) and writes the table; the results
+# land in bench/results/ and the table on stdout, for BENCHMARKS.md.
+#
+# Installs haproxy, nginx-light, wrk and iperf3 from Debian when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-3}"
+SECS="${BENCH_SECONDS:-5}"
+IDLE="${IDLE_CONNECTIONS:-5000}"
+
+missing=()
+for tool in haproxy:haproxy nginx:nginx-light wrk:wrk iperf3:iperf3; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update && apt-get install -y "${missing[@]}"
+fi
+
+# kite: the binary the image ships (static, release profile), built the
+# way scripts/build-image.sh builds it so the two share one build. The fake
+# cluster is a dev build: it is not what is measured.
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --bin kite \
+    --target "$triple" --target-dir target/image
+kite="${KITE_BIN:-target/image/$triple/release/kite}"
+cargo build --locked --example bench_cluster
+
+work="$(mktemp -d /tmp/kite-bench.XXXXXX)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The servers: nginx (one worker) and iperf3, on 127.0.0.1.
+mkdir -p "$work/www"
+head -c 1024 /dev/urandom >"$work/www/1k"
+head -c 1048576 /dev/urandom >"$work/www/1m"
+# nginx's workers run as an unprivileged user: let them read the files.
+chmod -R a+rX "$work"
+cat >"$work/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 40000;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_header_timeout 600s;
+    server {
+        listen 127.0.0.1:18081 backlog=4096;
+        root $work/www;
+    }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null &
+pids+=($!)
+
+# The fake cluster; its stdin stays open (fd 7) for as long as it should serve.
+mkfifo "$work/cluster.in"
+target/debug/examples/bench_cluster --port 8081=127.0.0.1:18081 --port 5201=127.0.0.1:15201 \
+    <"$work/cluster.in" >"$work/cluster.env" &
+pids+=($!)
+exec 7>"$work/cluster.in"
+for _ in $(seq 100); do grep -q '^ready$' "$work/cluster.env" && break; sleep 0.1; done
+grep -q '^ready$' "$work/cluster.env" || { echo "bench_cluster did not start" >&2; exit 1; }
+
+# kite: real discovery, listening on 28081 and 25201.
+env $(grep = "$work/cluster.env") "$kite" proxy \
+    --family bench --name app --listen-addr 127.0.0.1 \
+    --port-map 28081:8081,25201:5201 --admin-addr 127.0.0.1:29901 \
+    --max-connections 20000 --log-level warn &
+kite_pid=$!
+pids+=($kite_pid)
+for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null 2>&1 && break; sleep 0.1; done
+"$kite" health --admin-addr 127.0.0.1:29901
+
+# HAProxy: mode tcp, splice-auto, on 38081 and 35201.
+cat >"$work/haproxy.cfg" <<EOF
+global
+    # The hard open-file limit here is 20,000; HAProxy needs about two per
+    # connection plus pipes for a quarter of them, and refuses to start if
+    # maxconn asks for more.
+    maxconn 7500
+defaults
+    mode tcp
+    option splice-auto
+    timeout connect 3s
+    timeout client 1h
+    timeout server 1h
+listen http
+    bind 127.0.0.1:38081
+    server nginx 127.0.0.1:18081
+listen iperf
+    bind 127.0.0.1:35201
+    server iperf 127.0.0.1:15201
+EOF
+haproxy -db -f "$work/haproxy.cfg" &
+haproxy_pid=$!
+pids+=($haproxy_pid)
+sleep 1
+kill -0 "$haproxy_pid" || { echo "haproxy did not start" >&2; exit 1; }
+for port in 18081 28081 38081; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/1k")"
+    [ "$code" = 200 ] || { echo "GET /1k on port $port answered $code, not 200" >&2; exit 1; }
+done
+
+mkdir -p bench/results
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+cat >"$work/setup.json" <<EOF
+{"runs": $RUNS, "seconds": $SECS, "idle_connections": $IDLE,
+ "contenders": [
+  {"name": "direct", "http_port": 18081, "iperf_port": 15201},
+  {"name": "haproxy", "http_port": 38081, "iperf_port": 35201, "pid": $haproxy_pid},
+  {"name": "kite", "http_port": 28081, "iperf_port": 25201, "pid": $kite_pid}
+ ]}
+EOF
+python3 bench/bench.py "$work/setup.json" "bench/results/$stamp.json"
+
+echo
+echo "## $(date -u +%F) on $(nproc) cores: $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(iperf3 --version | head -1 | cut -d' ' -f1-2), $("$kite" --version)"
+echo
+python3 bench/bench.py --report "bench/results/$stamp.json"
