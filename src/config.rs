@@ -225,6 +225,14 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
     };
     let expected =
         "expected trace, debug, info, warn, error or off, or directives like kite=debug,info";
+    // tracing-subscriber's directive parser can panic on multi-byte
+    // characters (found by fuzzing); targets, spans and levels are ASCII.
+    if let Some(c) = level.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+        return Err(format!(
+            "'{s}' is not a log level: {c:?} is not allowed, only visible ASCII \
+             ({expected})"
+        ));
+    }
     // A bare word would parse as a target name and silently log nothing.
     let is_directive = level.contains('=') || level.contains(',');
     if !is_directive && !["trace", "debug", "info", "warn", "error", "off"].contains(&level) {
@@ -303,5 +311,10 @@ mod tests {
         );
         assert!(parse_log_level("verbose").is_err());
         assert!(parse_log_level("kite=loud").is_err());
+        // Found by fuzzing: multi-byte characters made tracing-subscriber's
+        // directive parser panic instead of failing.
+        let err = parse_log_level("m\u{11},-m,\nm\u{fffd}\u{fffd}[\u{fffd}\u{fffd}s-").unwrap_err();
+        assert!(err.contains("only visible ASCII"), "{err}");
+        assert!(parse_log_level("kite[conn{client=a b}]=debug").is_ok());
     }
 }
