@@ -117,6 +117,36 @@ def idle_connections(port, pid, count):
             "per_conn": (during - before) / max(alive, 1)}
 
 
+def metric(admin, name):
+    """The sum of a Prometheus metric's samples on kite's /metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def discovery_cost(c, seconds=30):
+    """CPU and wall time per discovery round of kite (and of the fake
+    endpoint answering it), with no traffic."""
+    rounds = "kite_discovery_rounds_total"
+    spent = "kite_discovery_round_duration_seconds_sum"
+    r0, d0 = metric(c["admin"], rounds), metric(c["admin"], spent)
+    cpu0, fake0 = cpu_seconds(c["pid"]), cpu_seconds(c.get("fake_pid"))
+    time.sleep(seconds)
+    n = metric(c["admin"], rounds) - r0
+    if n <= 0:
+        raise RuntimeError(f"{c['name']}: no discovery round in {seconds} s")
+    return {
+        "rounds": n,
+        "kite_cpu_ms_per_round": (cpu_seconds(c["pid"]) - cpu0) / n * 1e3,
+        "wall_ms_per_round": (metric(c["admin"], spent) - d0) / n * 1e3,
+        "fake_cpu_ms_per_round": (cpu_seconds(c.get("fake_pid")) - fake0) / n * 1e3,
+    }
+
+
 def measure(setup):
     seconds = setup["seconds"]
     runs = []
@@ -126,8 +156,9 @@ def measure(setup):
         run = {}
         for c in order:
             name, pid = c["name"], c.get("pid")
+            only = c.get("only")
             m = {}
-            for streams in (1, 4):
+            for streams in (1, 4) if only is None else ():
                 for reverse in (False, True):
                     key = f"iperf_{streams}{'_rev' if reverse else ''}"
                     cpu0 = cpu_seconds(pid)
@@ -140,6 +171,8 @@ def measure(setup):
                 ("ka_1m", "/1m", 8, False),
                 ("close_1k", "/1k", 16, True),
             ):
+                if only is not None and key not in only:
+                    continue
                 cpu0 = cpu_seconds(pid)
                 w = wrk(c["http_port"], path, seconds, conns, close)
                 cpu = cpu_seconds(pid) - cpu0
@@ -148,7 +181,7 @@ def measure(setup):
                 m[key + "_p99"] = w.get("p99")
                 m[key + "_errors"] = w["errors"]
                 m[key + "_cpu_us_per_req"] = cpu / w["requests"] * 1e6 if pid else None
-            if pid:
+            if pid and only is None:
                 idle = idle_connections(c["http_port"], pid, setup["idle_connections"])
                 m["rss_idle_mib"] = idle["rss_idle"] / 2**20
                 m["bytes_per_idle_conn"] = idle["per_conn"]
@@ -207,12 +240,19 @@ def report(results):
             med = statistics.median(vals)
             medians[n] = med
             cells.append(f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})")
+        if not medians:
+            continue
         def ratio(a, b):
             if a in medians and b in medians and medians[b]:
                 return f"{medians[a] / medians[b]:.2f}×"
             return "–"
         out.append(f"| {label} | " + " | ".join(cells)
                    + f" | {ratio('kite', 'direct')} | {ratio('kite', 'haproxy')} |")
+    for name, d in results.get("discovery", {}).items():
+        out.append("")
+        out.append(f"{name}: a discovery round took {d['kite_cpu_ms_per_round']:.1f} ms of kite's "
+                   f"CPU ({d['wall_ms_per_round']:.0f} ms wall, {d['rounds']:.0f} rounds timed); "
+                   f"the fake endpoint spent {d['fake_cpu_ms_per_round']:.0f} ms of CPU answering each.")
     return "\n".join(out)
 
 
@@ -226,9 +266,11 @@ def main():
         return 2
     with open(sys.argv[1]) as f:
         setup = json.load(f)
+    discovery = {c["name"]: discovery_cost(c) for c in setup["contenders"] if c.get("admin")}
+    print(f"discovery: {discovery}", flush=True)
     runs = measure(setup)
     with open(sys.argv[2], "w") as f:
-        json.dump({"setup": setup, "runs": runs}, f, indent=1)
+        json.dump({"setup": setup, "discovery": discovery, "runs": runs}, f, indent=1)
     return 0
 
 

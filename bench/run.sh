@@ -135,7 +135,41 @@ cat >"$work/setup.json" <<EOF
 EOF
 python3 bench/bench.py "$work/setup.json" "bench/results/$stamp.json"
 
+# The discovery load, once the proxies above are measured (its fake endpoint
+# keeps a core busy): a second fake cluster of 5,000 tasks on 500 instances
+# (all leading to nginx), and a second kite refreshing every second in front
+# of it on 48081. Its keep-alive figures beside the first kite's show what
+# discovery costs the data path; bench.py also times its rounds.
+mkfifo "$work/cluster5k.in"
+target/debug/examples/bench_cluster --port 8081=127.0.0.1:18081 --tasks 5000 --instances 500 \
+    <"$work/cluster5k.in" >"$work/cluster5k.env" &
+cluster5k_pid=$!
+pids+=($cluster5k_pid)
+exec 8>"$work/cluster5k.in"
+for _ in $(seq 100); do grep -q '^ready$' "$work/cluster5k.env" && break; sleep 0.1; done
+env $(grep = "$work/cluster5k.env") "$kite" proxy \
+    --family bench --name app --listen-addr 127.0.0.1 --port-map 48081:8081 \
+    --admin-addr 127.0.0.1:49901 --refresh 1s --log-level warn &
+kite5k_pid=$!
+pids+=($kite5k_pid)
+for _ in $(seq 300); do "$kite" health --admin-addr 127.0.0.1:49901 >/dev/null 2>&1 && break; sleep 0.1; done
+"$kite" health --admin-addr 127.0.0.1:49901
+
+cat >"$work/setup-discovery.json" <<EOF
+{"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
+ "contenders": [
+  {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k"]},
+  {"name": "kite-5000-tasks", "http_port": 48081, "pid": $kite5k_pid, "only": ["ka_1k"],
+   "admin": "127.0.0.1:49901", "fake_pid": $cluster5k_pid}
+ ]}
+EOF
+python3 bench/bench.py "$work/setup-discovery.json" "bench/results/$stamp-discovery.json"
+
 echo
 echo "## $(date -u +%F) on $(nproc) cores: $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(iperf3 --version | head -1 | cut -d' ' -f1-2), $("$kite" --version)"
 echo
 python3 bench/bench.py --report "bench/results/$stamp.json"
+echo
+echo "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):"
+echo
+python3 bench/bench.py --report "bench/results/$stamp-discovery.json"
