@@ -390,7 +390,11 @@ async fn ecs_unreachable_keeps_the_last_targets_and_readiness_follows() {
     let sick = health(&admin);
     assert_eq!(sick.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&sick.stderr).contains("not ready"));
-    assert!(kite.log().contains("discovery round failed"));
+    assert!(
+        kite.log_shows("discovery round failed").await,
+        "{}",
+        kite.log()
+    );
     assert!(kite.metric("kite_discovery_errors_total", &[]).await >= 1.0);
     // Still serving while not ready.
     assert_eq!(whoami(cport).await.unwrap(), "b1");
@@ -409,7 +413,11 @@ async fn ecs_unreachable_keeps_the_last_targets_and_readiness_follows() {
         back_at.elapsed()
     );
     assert_eq!(health(&admin).status.code(), Some(0));
-    assert!(kite.log().contains("discovery recovered"));
+    assert!(
+        kite.log_shows("discovery recovered").await,
+        "{}",
+        kite.log()
+    );
     assert!(kite.running());
 
     // Nobody listening: a clear failure.
@@ -681,7 +689,17 @@ async fn ten_thousand_short_connections_leak_nothing() {
     });
     futures_join_all(workers).await;
     settle().await;
-    let (fds_after, tasks_after) = (kite.open_fds(), tasks().await);
+    // A leak stays; what is still being closed (the admin endpoint's last
+    // answer) goes within moments.
+    let fds_after = kite.open_fds_settled(fds_before).await;
+    let mut tasks_after = tasks().await;
+    for _ in 0..100 {
+        if tasks_after <= tasks_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tasks_after = tasks().await;
+    }
     let accepted = kite
         .metric("kite_connections_accepted_total", &[("port", &port)])
         .await;
@@ -860,7 +878,7 @@ async fn connection_limit_and_idle_timeout() {
         1.0
     );
     assert!(
-        kite.log().contains("refusing connections"),
+        kite.log_shows("refusing connections").await,
         "{}",
         kite.log()
     );

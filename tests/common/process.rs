@@ -64,6 +64,19 @@ impl KiteProcess {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether the log shows `needle` within a few seconds: the log is read
+    /// from the child's stderr by another thread, so a line the child has
+    /// written may not be here yet.
+    pub async fn log_shows(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -122,6 +135,23 @@ impl KiteProcess {
     }
 
     /// Open file descriptors of the child, from /proc.
+    /// The open descriptors once they are at most `limit`, or the count
+    /// after a few seconds of waiting for them to get there: sockets the
+    /// child is still closing (its admin endpoint's last answer, say) are
+    /// not leaks.
+    pub async fn open_fds_settled(&self, limit: usize) -> usize {
+        let mut n = self.open_fds();
+        for _ in 0..100 {
+            if n <= limit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            n = self.open_fds();
+        }
+        n
+    }
+
+    /// The child's open descriptors now.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("reading the child's /proc fd table")
