@@ -1,14 +1,16 @@
 //! kite's metrics: what the admin endpoint serves at `/metrics`.
 //!
 //! One [`Metrics`] value is made at start-up and shared by discovery, the
-//! proxy and the admin endpoint; there is no global registry. The hot path
+//! proxy and the admin endpoint; there is no global registry. The one
+//! global gauge is [`PIPES_POOLED`], kept by the splice's per-thread pipe
+//! pools, which no connection owns. The hot path
 //! touches only atomics: each listener looks its per-port counters up once
 //! ([`Metrics::port`]) and every connection on it uses those handles.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
@@ -17,6 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// Pipes the splice keeps for reuse, over all threads (`kite_pipes_pooled`).
+pub static PIPES_POOLED: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 
 /// Labels of the per-listen-port metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -205,6 +210,11 @@ impl Metrics {
             "snapshot_age_seconds",
             "Seconds since the last good discovery round (-1 before the first)",
             self.snapshot_age.clone(),
+        );
+        r.register(
+            "pipes_pooled",
+            "Pipes kept for reuse by the splice (two descriptors each)",
+            PIPES_POOLED.clone(),
         );
         r.register(
             "runtime_tasks",

@@ -691,7 +691,8 @@ async fn ten_thousand_short_connections_leak_nothing() {
     settle().await;
     // A leak stays; what is still being closed (the admin endpoint's last
     // answer) goes within moments.
-    let fds_after = kite.open_fds_settled(fds_before).await;
+    let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
+    let fds_after = kite.open_fds_settled(fds_before + 2 * pooled).await;
     let mut tasks_after = tasks().await;
     for _ in 0..100 {
         if tasks_after <= tasks_before {
@@ -704,15 +705,52 @@ async fn ten_thousand_short_connections_leak_nothing() {
         .metric("kite_connections_accepted_total", &[("port", &port)])
         .await;
     assert!(accepted >= 10_000.0, "{accepted}");
+    // The splice keeps up to 16 empty pipes per thread for reuse, two
+    // descriptors each; anything beyond those is a leak.
+    let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
+    assert!(pooled <= 16 * 8, "{pooled} pipes pooled");
     assert!(
-        fds_after <= fds_before,
-        "descriptors: {fds_before} before, {fds_after} after"
+        fds_after <= fds_before + 2 * pooled,
+        "descriptors: {fds_before} before, {fds_after} after, {pooled} pipes pooled"
     );
     assert!(
         tasks_after <= tasks_before,
         "tasks: {tasks_before} before, {tasks_after} after"
     );
     eprintln!("after 10,000 connections: {fds_after} fds (was {fds_before}), {tasks_after} tasks (was {tasks_before})");
+}
+
+/// Idle connections hold their two sockets and nothing else: the splice
+/// takes a pipe only while bytes move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_hold_no_pipes() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h"]).await;
+    let before = kite.open_fds();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        // Each reads the backend's name line, so bytes moved once.
+        let (conn, name) = open(cport).await.unwrap();
+        assert_eq!(name, "b1");
+        held.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
+    let with = kite.open_fds();
+    // Two sockets each; eager pipes would add four descriptors each.
+    assert!(
+        with <= before + 2 * held.len() + 2 * pooled + 4,
+        "{} idle connections: {before} descriptors before, {with} with them, {pooled} pipes pooled",
+        held.len()
+    );
+    eprintln!(
+        "{} idle connections: {before} descriptors before, {with} with them, {pooled} pipes pooled",
+        held.len()
+    );
 }
 
 /// `/metrics`, read by a Prometheus text-format parser, counts what the

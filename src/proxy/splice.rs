@@ -1,9 +1,13 @@
 //! Zero-copy splice of two TCP streams, both ways, honouring half-close.
 //!
 //! On Linux each direction moves bytes socket → pipe → socket with
-//! splice(2), so the payload never passes through user space. Elsewhere, and
-//! whenever the pipes cannot be made (out of descriptors, say),
-//! [`tokio::io::copy_bidirectional`] does the same job through a buffer.
+//! splice(2), so the payload never passes through user space. A direction
+//! holds a pipe only while bytes move: it takes one from a per-thread pool
+//! when its socket turns readable and gives it back, empty, when the socket
+//! has nothing more for now, so idle connections cost two sockets and no
+//! pipe. When no pipe can be had (out of descriptors, say) that burst is
+//! copied through a buffer; elsewhere than Linux,
+//! [`tokio::io::copy_bidirectional`] does the whole job.
 //!
 //! This is the one module of kite allowed to use `unsafe`: it calls pipe2(2),
 //! fcntl(2), splice(2), recv(2), write(2) and shutdown(2) directly.
@@ -85,11 +89,9 @@ pub async fn splice_bidirectional(
     meter: Meter<'_>,
 ) -> io::Result<(u64, u64)> {
     #[cfg(target_os = "linux")]
-    if let Ok(pipes) = linux::Pipes::new() {
-        return pipes.splice(a, b, meter).await;
-    }
-    // Not Linux, or no pipes to be had (EMFILE, ENFILE, ENOMEM): copying
-    // through a buffer is slower but just as correct.
+    return linux::splice_both(a, b, meter).await;
+    // Not Linux: copying through a buffer is slower but just as correct.
+    #[allow(unreachable_code)]
     let mut a = Metered {
         inner: a,
         counter: meter.a_to_b,
@@ -166,6 +168,14 @@ mod linux {
     /// sockets are non-blocking already, as tokio made them).
     const FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
 
+    /// Pipes kept per thread for the next burst, so a keep-alive exchange
+    /// costs no pipe2(2) and close(2) calls. Idle pipes hold no pages, only
+    /// their two descriptors.
+    const POOL_MAX: usize = 16;
+
+    /// What a burst without a pipe copies through, allocated per burst.
+    const COPY_CHUNK: usize = 16 * 1024;
+
     #[cfg(test)]
     tokio::task_local! {
         /// While set, pipe creation fails as if with EMFILE, so tests can
@@ -173,43 +183,67 @@ mod linux {
         pub(super) static FAIL_PIPES: ();
     }
 
-    /// One pipe per direction.
-    pub(super) struct Pipes {
-        a_to_b: Pipe,
-        b_to_a: Pipe,
+    /// The pipes this thread keeps; counted in `kite_pipes_pooled`.
+    struct Pool(Vec<Pipe>);
+
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            crate::metrics::PIPES_POOLED.dec_by(self.0.len() as i64);
+        }
     }
 
-    impl Pipes {
-        /// Makes both pipes, or fails (e.g. EMFILE) and makes none.
-        pub(super) fn new() -> io::Result<Pipes> {
-            #[cfg(test)]
-            if FAIL_PIPES.try_with(|_| ()).is_ok() {
-                return Err(io::Error::from_raw_os_error(libc::EMFILE));
-            }
-            Ok(Pipes {
-                a_to_b: Pipe::new()?,
-                b_to_a: Pipe::new()?,
-            })
-        }
+    thread_local! {
+        static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool(Vec::new())) };
+    }
 
-        /// Runs both directions at once; see `splice_bidirectional`. Both
-        /// only need `&TcpStream`, since readiness and `try_io` take `&self`.
-        pub(super) async fn splice(
-            self,
-            a: &TcpStream,
-            b: &TcpStream,
-            meter: Meter<'_>,
-        ) -> io::Result<(u64, u64)> {
-            // try_join returns at the first error, dropping the other half.
-            tokio::try_join!(
-                one_way(a, b, self.a_to_b, |n| meter.moved(meter.a_to_b, n)),
-                one_way(b, a, self.b_to_a, |n| meter.moved(meter.b_to_a, n))
-            )
+    /// A pipe from this thread's pool, or a new one (which fails when
+    /// descriptors or pipe memory run out).
+    pub(super) fn take_pipe() -> io::Result<Pipe> {
+        #[cfg(test)]
+        if FAIL_PIPES.try_with(|_| ()).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
+        let pooled = POOL
+            .try_with(|pool| pool.borrow_mut().0.pop())
+            .ok()
+            .flatten();
+        match pooled {
+            Some(pipe) => {
+                crate::metrics::PIPES_POOLED.dec();
+                Ok(pipe)
+            }
+            None => Pipe::new(),
+        }
+    }
+
+    /// Gives an empty pipe back to this thread's pool (or closes it when
+    /// the pool is full).
+    fn give_back(pipe: Pipe) {
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.0.len() < POOL_MAX {
+                pool.0.push(pipe);
+                crate::metrics::PIPES_POOLED.inc();
+            }
+        });
+    }
+
+    /// Moves bytes both ways; see `splice_bidirectional`. Both directions
+    /// only need `&TcpStream`, since readiness and `try_io` take `&self`.
+    pub(super) async fn splice_both(
+        a: &TcpStream,
+        b: &TcpStream,
+        meter: Meter<'_>,
+    ) -> io::Result<(u64, u64)> {
+        // try_join returns at the first error, dropping the other half.
+        tokio::try_join!(
+            one_way(a, b, |n| meter.moved(meter.a_to_b, n)),
+            one_way(b, a, |n| meter.moved(meter.b_to_a, n))
+        )
     }
 
     /// A non-blocking pipe: the kernel-side buffer of one direction.
-    struct Pipe {
+    pub(super) struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
     }
@@ -238,15 +272,49 @@ mod linux {
         }
     }
 
-    /// Moves `from` → `to` through `pipe` until `from` reaches end of stream,
-    /// then shuts down writing on `to` so its peer sees the end too. Returns
-    /// the bytes moved.
+    /// Moves `from` → `to` until `from` reaches end of stream, then shuts
+    /// down writing on `to` so its peer sees the end too. Returns the bytes
+    /// moved.
+    ///
+    /// While no bytes come, the direction holds neither a pipe nor a buffer:
+    /// it takes a pipe when `from` turns readable, moves bytes for as long
+    /// as they keep coming, and gives the emptied pipe back. Without a pipe
+    /// to be had (out of descriptors) the burst is copied through a buffer.
     async fn one_way(
         from: &TcpStream,
         to: &TcpStream,
-        pipe: Pipe,
         moved_now: impl Fn(usize),
     ) -> io::Result<u64> {
+        let mut moved = 0;
+        loop {
+            from.ready(Interest::READABLE).await?;
+            let (bytes, ended) = match take_pipe() {
+                Ok(pipe) => {
+                    // An error may leave bytes in the pipe: it is then
+                    // dropped (closed), never pooled.
+                    let burst = burst_through(&pipe, from, to, &moved_now).await?;
+                    give_back(pipe);
+                    burst
+                }
+                Err(_) => burst_copied(from, to, &moved_now).await?,
+            };
+            moved += bytes;
+            if ended {
+                break;
+            }
+        }
+        shutdown_write(to)?;
+        Ok(moved)
+    }
+
+    /// Moves what `from` has through `pipe` until it has nothing more for
+    /// now (the pipe is then empty) or ends: (bytes moved, end of stream).
+    async fn burst_through(
+        pipe: &Pipe,
+        from: &TcpStream,
+        to: &TcpStream,
+        moved_now: &impl Fn(usize),
+    ) -> io::Result<(u64, bool)> {
         let mut moved = 0;
         loop {
             // The pipe is empty here, and must be: splice(2) from a socket
@@ -256,16 +324,51 @@ mod linux {
             // try_io clear the socket's read readiness. Clearing it while
             // the socket still held data would wait for an edge that never
             // comes, and the direction would stall.
-            let filled = when_ready(from, Interest::READABLE, || fill(from, &pipe)).await?;
-            if filled == 0 {
-                break; // end of stream
+            match from.try_io(Interest::READABLE, || fill(from, pipe)) {
+                Ok(0) => return Ok((moved, true)),
+                Ok(n) => {
+                    drain(pipe, to, n).await?;
+                    moved += n as u64;
+                    moved_now(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok((moved, false)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            drain(&pipe, to, filled).await?;
-            moved += filled as u64;
-            moved_now(filled);
         }
-        shutdown_write(to)?;
-        Ok(moved)
+    }
+
+    /// The same as [`burst_through`] without a pipe: read into a buffer
+    /// that lives for this burst only, and write it out.
+    async fn burst_copied(
+        from: &TcpStream,
+        to: &TcpStream,
+        moved_now: &impl Fn(usize),
+    ) -> io::Result<(u64, bool)> {
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut moved = 0;
+        loop {
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => return Ok((moved, true)),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok((moved, false)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut written = 0;
+            while written < n {
+                to.writable().await?;
+                match to.try_write(&buf[written..n]) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(w) => written += w,
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            moved += n as u64;
+            moved_now(n);
+        }
     }
 
     /// Fills the empty `pipe` from `from`; 0 means end of stream.
@@ -435,15 +538,13 @@ mod tests {
         let moved = match via {
             #[cfg(target_os = "linux")]
             Via::Splice => {
-                linux::Pipes::new()
-                    .expect("pipes")
-                    .splice(a, b, meter)
-                    .await
+                drop(linux::take_pipe().expect("pipes"));
+                linux::splice_both(a, b, meter).await
             }
             #[cfg(target_os = "linux")]
             Via::Copy => {
                 let forced = async {
-                    assert!(linux::Pipes::new().is_err(), "the fallback is not forced");
+                    assert!(linux::take_pipe().is_err(), "the fallback is not forced");
                     splice_bidirectional(a, b, meter).await
                 };
                 linux::FAIL_PIPES.scope((), forced).await
