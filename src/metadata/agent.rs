@@ -4,8 +4,9 @@
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::parse::{cluster_from_task_arn, region, string_or_number};
+use super::parse::{region, string_or_number};
 use super::{get_json, Source, Whoami};
+use crate::attach::parse_task_ref;
 
 /// `GET /v1/tasks?dockerid=ID`.
 #[derive(Debug, Default, Deserialize)]
@@ -49,9 +50,10 @@ pub(super) async fn from_agent(agent_uri: &str, id: &str) -> Result<Whoami> {
         .iter()
         .find(|c| c.docker_id.as_deref() == Some(id));
     let mut w = Whoami {
-        cluster: instance
-            .cluster
-            .or_else(|| task.arn.as_deref().and_then(cluster_from_task_arn)),
+        cluster: instance.cluster.or_else(|| {
+            let arn = task.arn.as_deref()?;
+            parse_task_ref(arn).ok()?.cluster
+        }),
         task_arn: task.arn,
         family: task.family,
         revision: task.version,

@@ -54,13 +54,6 @@ pub fn region_from_az(az: &str) -> Option<String> {
     Some(format!("{}-{number}", parts[..i].join("-")))
 }
 
-/// The cluster in a new-format task ARN (`task/CLUSTER/ID`).
-pub(super) fn cluster_from_task_arn(arn: &str) -> Option<String> {
-    let (_, resource) = arn.split_once(":task/")?;
-    let (cluster, _id) = resource.split_once('/')?;
-    Some(cluster.to_owned())
-}
-
 /// ECS writes revisions as strings; accept numbers too.
 pub(super) fn string_or_number<'de, D: Deserializer<'de>>(
     d: D,

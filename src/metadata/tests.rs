@@ -1,4 +1,3 @@
-use super::parse::cluster_from_task_arn;
 use super::*;
 
 const ID: &str = "3f1b8c0e9d2a4b6c8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
@@ -133,18 +132,6 @@ fn endpoints_from_vars_ignore_empty_values() {
     assert_eq!(e.v4, None);
     assert!(e.is_set());
     assert!(!Endpoints::from_vars(|_| None).is_set());
-}
-
-#[test]
-fn cluster_in_new_format_task_arns_only() {
-    assert_eq!(
-        cluster_from_task_arn("arn:aws:ecs:us-east-1:111122223333:task/prod/abc").as_deref(),
-        Some("prod")
-    );
-    assert_eq!(
-        cluster_from_task_arn("arn:aws:ecs:us-east-1:111122223333:task/abc"),
-        None
-    );
 }
 
 #[test]
