@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -22,20 +23,30 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The snake_case operation names of an SDK crate (`list_tasks`, ...).
-fn sdk_operations(crate_name: &str) -> BTreeSet<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(root())
-        .output()
-        .expect("running cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+/// The snake_case operation names (`list_tasks`, ...) of the ECS and EC2
+/// SDK crates, found with one `cargo metadata` for the whole test binary.
+fn sdk_operations() -> &'static [(&'static str, BTreeSet<String>); 2] {
+    static OPS: OnceLock<[(&str, BTreeSet<String>); 2]> = OnceLock::new();
+    OPS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(root())
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ops = |crate_name: &str| operations_of(&meta, crate_name);
+        [("ecs", ops("aws-sdk-ecs")), ("ec2", ops("aws-sdk-ec2"))]
+    })
+}
+
+/// The operation folders of `crate_name`, a package in `meta`.
+fn operations_of(meta: &Value, crate_name: &str) -> BTreeSet<String> {
     let manifest = meta["packages"]
         .as_array()
         .unwrap()
@@ -87,10 +98,7 @@ fn pascal(op: &str) -> String {
 /// Every SDK operation called in `dir` (as IAM actions), with the files
 /// that call it. A fluent SDK call is `.op()`: no arguments.
 fn called_actions(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let services = [
-        ("ecs", sdk_operations("aws-sdk-ecs")),
-        ("ec2", sdk_operations("aws-sdk-ec2")),
-    ];
+    let services = sdk_operations();
     let mut files = Vec::new();
     rust_files(dir, &mut files);
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
