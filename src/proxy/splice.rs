@@ -14,13 +14,10 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// When a connection last moved a byte, for `--idle-timeout`.
@@ -90,61 +87,84 @@ pub async fn splice_bidirectional(
 ) -> io::Result<(u64, u64)> {
     #[cfg(target_os = "linux")]
     return linux::splice_both(a, b, meter).await;
-    // Not Linux: copying through a buffer is slower but just as correct.
-    #[allow(unreachable_code)]
-    let mut a = Metered {
-        inner: a,
-        counter: meter.a_to_b,
-        meter,
-    };
-    let mut b = Metered {
-        inner: b,
-        counter: meter.b_to_a,
-        meter,
-    };
-    tokio::io::copy_bidirectional(&mut a, &mut b).await
+    #[cfg(not(target_os = "linux"))]
+    return portable::copy_both(a, b, meter).await;
 }
 
-/// A stream that reports the bytes read from it to a meter (the copy
-/// fallback's counterpart of the splice loop's own counting).
-struct Metered<'a, 'm> {
-    inner: &'a mut TcpStream,
-    counter: &'m Counter,
-    meter: Meter<'m>,
-}
+/// Elsewhere than Linux: copying through a buffer is slower but just as
+/// correct.
+#[cfg(not(target_os = "linux"))]
+mod portable {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
-impl AsyncRead for Metered<'_, '_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.meter.moved(this.counter, n);
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+
+    use super::Meter;
+
+    /// Both ways with [`tokio::io::copy_bidirectional`], metered.
+    pub(super) async fn copy_both(
+        a: &mut TcpStream,
+        b: &mut TcpStream,
+        meter: Meter<'_>,
+    ) -> io::Result<(u64, u64)> {
+        let mut a = Metered {
+            inner: a,
+            counter: meter.a_to_b,
+            meter,
+        };
+        let mut b = Metered {
+            inner: b,
+            counter: meter.b_to_a,
+            meter,
+        };
+        tokio::io::copy_bidirectional(&mut a, &mut b).await
+    }
+
+    /// A stream that reports the bytes read from it to a meter (the copy
+    /// fallback's counterpart of the splice loop's own counting).
+    struct Metered<'a, 'm> {
+        inner: &'a mut TcpStream,
+        counter: &'m Counter,
+        meter: Meter<'m>,
+    }
+
+    impl AsyncRead for Metered<'_, '_> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                this.meter.moved(this.counter, n);
+            }
+            polled
         }
-        polled
-    }
-}
-
-impl AsyncWrite for Metered<'_, '_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
-    }
+    impl AsyncWrite for Metered<'_, '_> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
+        }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+        }
     }
 }
 
