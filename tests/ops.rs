@@ -664,7 +664,7 @@ async fn ten_thousand_short_connections_leak_nothing() {
         kite,
     } = scene("b1", &["--refresh", "1h"]).await;
     let port = cport.to_string();
-    let tasks = || kite.metric("kite_runtime_tasks", &[]);
+    let tasks = || async { kite.metric("kite_runtime_tasks", &[]).await as usize };
     let settle = || async {
         for _ in 0..200 {
             if kite
@@ -693,21 +693,13 @@ async fn ten_thousand_short_connections_leak_nothing() {
     // answer) goes within moments.
     let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
     let fds_after = kite.open_fds_settled(fds_before + 2 * pooled).await;
-    let mut tasks_after = tasks().await;
-    for _ in 0..100 {
-        if tasks_after <= tasks_before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        tasks_after = tasks().await;
-    }
+    let tasks_after = settled(tasks_before, tasks).await;
     let accepted = kite
         .metric("kite_connections_accepted_total", &[("port", &port)])
         .await;
     assert!(accepted >= 10_000.0, "{accepted}");
     // The splice keeps up to 16 empty pipes per thread for reuse, two
     // descriptors each; anything beyond those is a leak.
-    let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
     assert!(pooled <= 16 * 8, "{pooled} pipes pooled");
     assert!(
         fds_after <= fds_before + 2 * pooled,

@@ -140,15 +140,7 @@ impl KiteProcess {
     /// child is still closing (its admin endpoint's last answer, say) are
     /// not leaks.
     pub async fn open_fds_settled(&self, limit: usize) -> usize {
-        let mut n = self.open_fds();
-        for _ in 0..100 {
-            if n <= limit {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            n = self.open_fds();
-        }
-        n
+        settled(limit, || async { self.open_fds() }).await
     }
 
     /// The child's open descriptors now.
@@ -205,4 +197,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
     Ok((status, body.to_owned()))
+}
+
+/// What `read` gives once it is at most `limit`, or its last value after a
+/// few seconds of asking: for counts that fall back once the child has
+/// finished closing what it was closing, where only a leak stays high.
+pub async fn settled<F: std::future::Future<Output = usize>>(
+    limit: usize,
+    mut read: impl FnMut() -> F,
+) -> usize {
+    let mut n = read().await;
+    for _ in 0..100 {
+        if n <= limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n = read().await;
+    }
+    n
 }
