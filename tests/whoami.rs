@@ -263,6 +263,25 @@ fn cgroup_file(text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `kite ARGS` with `vars` and `KITE_CGROUP_PATH` naming a cgroup file
+/// that holds `cgroup` (removed afterwards): the output, how long kite took,
+/// and the file's path.
+async fn kite_in_cgroup(
+    args: &[&str],
+    cgroup: &str,
+    vars: &[(&str, &str)],
+) -> (Output, Duration, String) {
+    let file = cgroup_file(cgroup);
+    let path = file.to_str().unwrap().to_owned();
+    let mut vars = env(vars);
+    vars.push(("KITE_CGROUP_PATH".into(), path.clone()));
+    let started = Instant::now();
+    let out = kite(args, vars).await;
+    let took = started.elapsed();
+    let _ = std::fs::remove_file(&file);
+    (out, took, path)
+}
+
 /// The value on the text line that starts with `key`.
 fn line_value(text: &str, key: &str) -> String {
     let line = text
@@ -377,19 +396,16 @@ async fn whoami_from_cgroup_and_agent_introspection() {
         ),
     ])
     .await;
-    let cgroup = cgroup_file(&format!(
+    let cgroup = format!(
         "12:pids:/ecs/4b9d2e7c1a8f4e3d9c6b5a4f3e2d1c0b/{EC2_DOCKER_ID}\n\
          11:cpuset:/ecs/4b9d2e7c1a8f4e3d9c6b5a4f3e2d1c0b/{EC2_DOCKER_ID}\n"
-    ));
-    let out = kite(
+    );
+    let (out, _, _) = kite_in_cgroup(
         &["whoami"],
-        env(&[
-            ("KITE_ECS_AGENT_URI", &agent.url("")),
-            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
-        ]),
+        &cgroup,
+        &[("KITE_ECS_AGENT_URI", &agent.url(""))],
     )
     .await;
-    let _ = std::fs::remove_file(&cgroup);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert_eq!(line_value(&text, "cluster"), "default", "{text}");
@@ -411,42 +427,30 @@ async fn whoami_from_cgroup_and_agent_introspection() {
 #[tokio::test]
 async fn whoami_outside_ecs_exits_1_naming_the_sources() {
     let agent = FakeHttp::start(&[]).await;
-    let cgroup = cgroup_file("0::/\n");
-    let started = Instant::now();
-    let out = kite(
+    let (out, took, cgroup) = kite_in_cgroup(
         &["whoami"],
-        env(&[
-            ("KITE_ECS_AGENT_URI", &agent.url("")),
-            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
-        ]),
+        "0::/\n",
+        &[("KITE_ECS_AGENT_URI", &agent.url(""))],
     )
     .await;
-    let _ = std::fs::remove_file(&cgroup);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(stdout(&out), "");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("no ECS metadata found"), "{err}");
     assert!(err.contains("ECS_CONTAINER_METADATA_URI_V4"), "{err}");
-    assert!(err.contains(cgroup.to_str().unwrap()), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "it must not hang"
-    );
+    assert!(err.contains(&cgroup), "{err}");
+    assert!(took < Duration::from_secs(10), "it must not hang");
     // Without a container id there is nothing to ask the agent about.
     assert!(agent.asked().is_empty(), "{:?}", agent.asked());
 
     // The agent is asked once an id is found; its silence is named too.
-    let cgroup = cgroup_file(&format!("/docker/{EC2_DOCKER_ID}\n"));
-    let out = kite(
+    let (out, _, _) = kite_in_cgroup(
         &["whoami", "--json"],
-        env(&[
-            ("KITE_ECS_AGENT_URI", &agent.url("")),
-            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
-        ]),
+        &format!("/docker/{EC2_DOCKER_ID}\n"),
+        &[("KITE_ECS_AGENT_URI", &agent.url(""))],
     )
     .await;
-    let _ = std::fs::remove_file(&cgroup);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
@@ -457,27 +461,19 @@ async fn whoami_outside_ecs_exits_1_naming_the_sources() {
 #[tokio::test]
 async fn whoami_with_a_dead_metadata_endpoint_fails_fast() {
     let dead = format!("http://127.0.0.1:{}/v4/gone", free_port());
-    let cgroup = cgroup_file("0::/\n");
-    let started = Instant::now();
-    let out = kite(
+    let (out, took, _) = kite_in_cgroup(
         &["whoami"],
-        env(&[
-            ("ECS_CONTAINER_METADATA_URI_V4", &dead),
-            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
-        ]),
+        "0::/\n",
+        &[("ECS_CONTAINER_METADATA_URI_V4", &dead)],
     )
     .await;
-    let _ = std::fs::remove_file(&cgroup);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("no ECS metadata found") && err.contains(&dead),
         "{err}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "it must not hang"
-    );
+    assert!(took < Duration::from_secs(10), "it must not hang");
 }
 
 #[tokio::test]
@@ -513,17 +509,12 @@ async fn whoami_with_a_silent_metadata_endpoint_times_out() {
             open.push(sock);
         }
     });
-    let cgroup = cgroup_file("0::/\n");
-    let started = Instant::now();
-    let out = kite(
+    let (out, took, _) = kite_in_cgroup(
         &["whoami"],
-        env(&[
-            ("ECS_CONTAINER_METADATA_URI_V4", &base),
-            ("KITE_CGROUP_PATH", cgroup.to_str().unwrap()),
-        ]),
+        "0::/\n",
+        &[("ECS_CONTAINER_METADATA_URI_V4", &base)],
     )
     .await;
-    let _ = std::fs::remove_file(&cgroup);
     hold.abort();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -532,9 +523,8 @@ async fn whoami_with_a_silent_metadata_endpoint_times_out() {
         stderr(&out)
     );
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "bounded by the 2 s timeout: {:?}",
-        started.elapsed()
+        took < Duration::from_secs(8),
+        "bounded by the 2 s timeout: {took:?}"
     );
 }
 
