@@ -55,13 +55,27 @@ fn long_flags(text: &str) -> BTreeSet<String> {
     flags
 }
 
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// Each command with the long flags its `--help` prints.
+fn flags_by_command() -> Vec<(String, BTreeSet<String>)> {
+    commands()
+        .into_iter()
+        .map(|cmd| {
+            let flags = long_flags(&help(&[&cmd]));
+            (cmd, flags)
+        })
+        .collect()
+}
+
 #[test]
 fn every_flag_of_every_command_is_in_the_readme() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let mut missing = Vec::new();
-    for cmd in commands() {
-        for flag in long_flags(&help(&[&cmd])) {
+    for (cmd, flags) in flags_by_command() {
+        for flag in flags {
             if flag == "--help" || flag == "--version" {
                 continue;
             }
@@ -79,12 +93,11 @@ fn every_flag_of_every_command_is_in_the_readme() {
 
 #[test]
 fn every_flag_in_the_readme_tables_exists() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let mut real = BTreeSet::new();
-    for cmd in commands() {
-        real.extend(long_flags(&help(&[&cmd])));
-    }
+    let readme = readme();
+    let real: BTreeSet<String> = flags_by_command()
+        .into_iter()
+        .flat_map(|(_, f)| f)
+        .collect();
     let mut unknown = Vec::new();
     for line in readme.lines().filter(|l| l.starts_with('|')) {
         for flag in long_flags(line) {
