@@ -28,13 +28,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update && apt-get install -y "${missing[@]}"
 fi
 
-# kite: the binary the image ships (static, release profile), built the
-# way scripts/build-image.sh builds it so the two share one build. The fake
-# cluster is a dev build: it is not what is measured.
-triple="$(rustc -vV | sed -n 's/^host: //p')"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --bin kite \
-    --target "$triple" --target-dir target/image
-kite="${KITE_BIN:-target/image/$triple/release/kite}"
+# kite: the binary the image ships (static, release profile), built by
+# scripts/build-image.sh so the two share one build. The fake cluster is a
+# dev build: it is not what is measured.
+kite="${KITE_BIN:-$(KITE_BUILD_ONLY=1 scripts/build-image.sh)}"
 cargo build --locked --example bench_cluster
 
 work="$(mktemp -d /tmp/kite-bench.XXXXXX)"
