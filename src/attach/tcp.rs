@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use super::stdio::stdin_chunks;
+use crate::proxy::net::{Listener, Socket};
 use crate::proxy::splice::{splice_bidirectional, Activity, Meter};
 use crate::snapshot::Target;
 use prometheus_client::metrics::counter::Counter;
@@ -98,9 +99,8 @@ pub async fn listen(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (--listen)"))?;
+    let listener =
+        Listener::bind(addr).with_context(|| format!("cannot listen on {addr} (--listen)"))?;
     let local = listener.local_addr().unwrap_or(addr);
     eprintln!(
         "kite: forwarding {local} to port {} of task {} at {}",
@@ -108,7 +108,7 @@ pub async fn listen(
     );
     let tracker = TaskTracker::new();
     loop {
-        let (mut client, peer) = tokio::select! {
+        let (client, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -123,7 +123,10 @@ pub async fn listen(
         let span = tracing::debug_span!("conn", client.addr = %peer, backend = %target.address);
         tracker.spawn(
             async move {
-                let mut backend = match connect(&target, timeout).await {
+                let connected = connect(&target, timeout).await.and_then(|s| {
+                    Socket::from_tokio(s).context("registering the connection to the task")
+                });
+                let backend = match connected {
                     Ok(s) => s,
                     Err(err) => {
                         warn!("{err:#}");
@@ -139,7 +142,7 @@ pub async fn listen(
                     b_to_a: &down,
                     activity: &activity,
                 };
-                match splice_bidirectional(&mut client, &mut backend, meter).await {
+                match splice_bidirectional(&client, &backend, meter).await {
                     Ok((up, down)) => debug!(up, down, "connection closed"),
                     Err(err) => debug!(%err, "connection ended with an error"),
                 }

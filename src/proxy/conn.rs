@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
+use super::net::Socket;
 use super::splice::{self, Activity, Meter};
 use super::{Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
@@ -19,7 +19,7 @@ use crate::snapshot;
 /// Serves one client until both directions are done. Errors are logged
 /// here: they never reach the accept loop.
 pub(crate) async fn handle(
-    mut client: TcpStream,
+    client: Socket,
     port: u16,
     shared: Arc<Shared>,
     counters: Arc<PortMetrics>,
@@ -28,7 +28,7 @@ pub(crate) async fn handle(
         return; // dropping `client` closes it
     };
     counters.active.inc();
-    serve(&mut client, port, &shared, &counters).await;
+    serve(&client, port, &shared, &counters).await;
     counters.active.dec();
 }
 
@@ -64,10 +64,10 @@ async fn admit(shared: &Shared, counters: &PortMetrics) -> Option<OwnedSemaphore
     permit
 }
 
-async fn serve(client: &mut TcpStream, port: u16, shared: &Shared, counters: &PortMetrics) {
+async fn serve(client: &Socket, port: u16, shared: &Shared, counters: &PortMetrics) {
     let started = Instant::now();
     let _ = client.set_nodelay(true);
-    let (mut backend, addr) = match connect(port, shared).await {
+    let (backend, addr) = match connect(port, shared).await {
         Ok(connected) => connected,
         Err(err) => {
             counters.failed.inc();
@@ -82,7 +82,7 @@ async fn serve(client: &mut TcpStream, port: u16, shared: &Shared, counters: &Po
         b_to_a: &counters.bytes_to_client,
         activity: &activity,
     };
-    let spliced = splice::splice_bidirectional(client, &mut backend, meter);
+    let spliced = splice::splice_bidirectional(client, &backend, meter);
     let result = match shared.idle_timeout {
         None => spliced.await.map(Some),
         Some(limit) => tokio::select! {
@@ -116,7 +116,7 @@ async fn idle(activity: &Activity, limit: Duration) {
 
 /// Connects to a random backend of `port`, trying the others in turn when
 /// one fails; a failed backend is ejected for [`EJECT_FOR`].
-async fn connect(port: u16, shared: &Shared) -> Result<(TcpStream, SocketAddr)> {
+async fn connect(port: u16, shared: &Shared) -> Result<(Socket, SocketAddr)> {
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         // Load, pick and copy the address out: no guard lives across an await.
@@ -130,7 +130,7 @@ async fn connect(port: u16, shared: &Shared) -> Result<(TcpStream, SocketAddr)> 
             }
             bail!("all {} backends for port {port} failed", tried.len());
         };
-        match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(shared.connect_timeout, Socket::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 shared.ejections.restore(addr);

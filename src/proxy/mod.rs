@@ -2,6 +2,7 @@
 //! connection that picks a backend, connects with failover and splices.
 
 mod conn;
+pub mod net;
 pub mod splice;
 
 use std::collections::HashMap;
@@ -10,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -175,7 +175,7 @@ async fn reconcile(
             continue;
         }
         let addr = SocketAddr::new(settings.listen_addr, port);
-        match TcpListener::bind(addr).await {
+        match net::Listener::bind(addr) {
             Ok(listener) => {
                 info!(%addr, "listening");
                 let stop = cancel.child_token();
@@ -190,7 +190,7 @@ async fn reconcile(
 
 /// Accepts connections on one port until `stop`.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: net::Listener,
     port: u16,
     shared: Arc<Shared>,
     tracker: TaskTracker,
