@@ -3,6 +3,9 @@
 and hands their ports and PIDs over in a JSON file:
 
     bench.py SETUP.json OUT.json      measure every contender, RUNS times
+    bench.py --memory SETUP.json OUT.json
+                                      the memory of freshly started proxies,
+                                      one run, added to OUT.json's runs
     bench.py --report OUT.json        the markdown table for BENCHMARKS.md
 
 Each run measures every contender in turn (the order rotates from run to
@@ -182,10 +185,7 @@ def measure(setup):
                 m[key + "_errors"] = w["errors"]
                 m[key + "_cpu_us_per_req"] = cpu / w["requests"] * 1e6 if pid else None
             if pid and only is None:
-                idle = idle_connections(c["http_port"], pid, setup["idle_connections"])
-                m["rss_idle_mib"] = idle["rss_idle"] / 2**20
-                m["bytes_per_idle_conn"] = idle["per_conn"]
-                m["idle_conns_alive"] = idle["alive"]
+                m["rss_after_mib"] = rss_bytes(pid) / 2**20
             run[name] = m
             print(f"run {r + 1} {name}: " + ", ".join(
                 f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, float)), flush=True)
@@ -209,10 +209,30 @@ ROWS = [
     ("close_1k_rps", "new connection per request: req/s", "high"),
     ("close_1k_p99", "new connection per request: p99 (ms)", "low"),
     ("close_1k_cpu_us_per_req", "new connection per request: proxy CPU µs per request", "low"),
-    ("rss_idle_mib", "proxy RSS idle (MiB)", "low"),
-    ("bytes_per_idle_conn", "proxy RSS per idle connection (bytes)", "low"),
+    ("rss_after_mib", "proxy RSS idle after the runs (MiB)", "low"),
+    ("rss_idle_mib", "proxy RSS idle, freshly started (MiB)", "low"),
+    ("bytes_per_idle_conn", "proxy RSS per idle connection, freshly started (bytes)", "low"),
     ("idle_conns_alive", "idle connections held", "high"),
 ]
+
+
+def memory(setup):
+    """One run of the memory figures, for proxies started just before
+    (run.sh restarts them for each run): RSS idle, then RSS growth per idle
+    connection. Measured on fresh processes, since memory kept from earlier
+    load would hide what idle connections cost."""
+    run = {}
+    for c in setup["contenders"]:
+        if not c.get("pid"):
+            continue
+        idle = idle_connections(c["http_port"], c["pid"], setup["idle_connections"])
+        run[c["name"]] = {
+            "rss_idle_mib": idle["rss_idle"] / 2**20,
+            "bytes_per_idle_conn": idle["per_conn"],
+            "idle_conns_alive": float(idle["alive"]),
+        }
+        print(f"memory {c['name']}: {run[c['name']]}", flush=True)
+    return run
 
 
 def fmt(v):
@@ -260,6 +280,18 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--report":
         with open(sys.argv[2]) as f:
             print(report(json.load(f)))
+        return 0
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory":
+        with open(sys.argv[2]) as f:
+            setup = json.load(f)
+        out = sys.argv[3]
+        results = {"setup": setup, "runs": []}
+        if os.path.exists(out):
+            with open(out) as f:
+                results = json.load(f)
+        results["runs"].append(memory(setup))
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
         return 0
     if len(sys.argv) != 3:
         print(__doc__.strip(), file=sys.stderr)

@@ -81,14 +81,16 @@ for _ in $(seq 100); do grep -q '^ready$' "$work/cluster.env" && break; sleep 0.
 grep -q '^ready$' "$work/cluster.env" || { echo "bench_cluster did not start" >&2; exit 1; }
 
 # kite: real discovery, listening on 28081 and 25201.
-env $(grep = "$work/cluster.env") "$kite" proxy \
-    --family bench --name app --listen-addr 127.0.0.1 \
-    --port-map 28081:8081,25201:5201 --admin-addr 127.0.0.1:29901 \
-    --max-connections 20000 --log-level warn &
-kite_pid=$!
-pids+=($kite_pid)
-for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null 2>&1 && break; sleep 0.1; done
-"$kite" health --admin-addr 127.0.0.1:29901
+start_kite() {
+    env $(grep = "$work/cluster.env") "$kite" proxy \
+        --family bench --name app --listen-addr 127.0.0.1 \
+        --port-map 28081:8081,25201:5201 --admin-addr 127.0.0.1:29901 \
+        --max-connections 20000 --log-level warn &
+    kite_pid=$!
+    pids+=($kite_pid)
+    for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null 2>&1 && break; sleep 0.1; done
+    "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null
+}
 
 # HAProxy: mode tcp, splice-auto, on 38081 and 35201.
 cat >"$work/haproxy.cfg" <<EOF
@@ -110,19 +112,37 @@ listen iperf
     bind 127.0.0.1:35201
     server iperf 127.0.0.1:15201
 EOF
-haproxy -db -f "$work/haproxy.cfg" &
-haproxy_pid=$!
-pids+=($haproxy_pid)
-sleep 1
-kill -0 "$haproxy_pid" || { echo "haproxy did not start" >&2; exit 1; }
-for port in 18081 28081 38081; do
-    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/1k")"
-    [ "$code" = 200 ] || { echo "GET /1k on port $port answered $code, not 200" >&2; exit 1; }
-done
+start_haproxy() {
+    haproxy -db -f "$work/haproxy.cfg" &
+    haproxy_pid=$!
+    pids+=($haproxy_pid)
+    for _ in $(seq 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:38081/1k)" = 200 ] && break
+        kill -0 "$haproxy_pid" || { echo "haproxy did not start" >&2; exit 1; }
+        sleep 0.1
+    done
+}
 
-mkdir -p bench/results
-stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-cat >"$work/setup.json" <<EOF
+# Stops a proxy this script started, and forgets its PID (which the
+# system may hand to another process afterwards).
+stop() {
+    kill "$1"
+    wait "$1" 2>/dev/null || true
+    local kept=()
+    for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+    pids=("${kept[@]}")
+}
+
+# Starts both proxies, checks that all three ports serve, and writes the
+# setup bench.py reads.
+start_proxies() {
+    start_kite
+    start_haproxy
+    for port in 18081 28081 38081; do
+        code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/1k")"
+        [ "$code" = 200 ] || { echo "GET /1k on port $port answered $code, not 200" >&2; exit 1; }
+    done
+    cat >"$work/setup.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": $IDLE,
  "contenders": [
   {"name": "direct", "http_port": 18081, "iperf_port": 15201},
@@ -130,7 +150,41 @@ cat >"$work/setup.json" <<EOF
   {"name": "kite", "http_port": 28081, "iperf_port": 25201, "pid": $kite_pid}
  ]}
 EOF
+}
+
+mkdir -p bench/results
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+
+# Memory first, on proxies started afresh for each run: what they keep
+# from earlier load would hide what idle connections cost.
+for _ in $(seq "$RUNS"); do
+    start_proxies
+    python3 bench/bench.py --memory "$work/setup.json" "bench/results/$stamp-memory.json"
+    stop "$kite_pid"
+    stop "$haproxy_pid"
+done
+
+start_proxies
 python3 bench/bench.py "$work/setup.json" "bench/results/$stamp.json"
+
+# The runtime's worker count: kite with one worker thread (tokio reads
+# TOKIO_WORKER_THREADS) beside kite with the default, one per core.
+TOKIO_WORKER_THREADS=1 env $(grep = "$work/cluster.env") "$kite" proxy \
+    --family bench --name app --listen-addr 127.0.0.1 --port-map 58081:8081 \
+    --admin-addr 127.0.0.1:59901 --log-level warn &
+kite1_pid=$!
+pids+=($kite1_pid)
+for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:59901 >/dev/null 2>&1 && break; sleep 0.1; done
+"$kite" health --admin-addr 127.0.0.1:59901 >/dev/null
+cat >"$work/setup-workers.json" <<EOF
+{"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
+ "contenders": [
+  {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k", "ka_1m", "close_1k"]},
+  {"name": "kite-1-worker", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1m", "close_1k"]}
+ ]}
+EOF
+python3 bench/bench.py "$work/setup-workers.json" "bench/results/$stamp-workers.json"
+stop "$kite1_pid"
 
 # The discovery load, once the proxies above are measured (its fake endpoint
 # keeps a core busy): a second fake cluster of 5,000 tasks on 500 instances
@@ -166,6 +220,14 @@ echo
 echo "## $(date -u +%F) on $(nproc) cores: $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(iperf3 --version | head -1 | cut -d' ' -f1-2), $("$kite" --version)"
 echo
 python3 bench/bench.py --report "bench/results/$stamp.json"
+echo
+echo "Memory, each proxy started afresh for each run ($IDLE idle connections):"
+echo
+python3 bench/bench.py --report "bench/results/$stamp-memory.json"
+echo
+echo "Worker threads (kite-1-worker runs with TOKIO_WORKER_THREADS=1):"
+echo
+python3 bench/bench.py --report "bench/results/$stamp-workers.json"
 echo
 echo "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):"
 echo
