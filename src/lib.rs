@@ -17,7 +17,9 @@
 //! - [`snapshot`]: the immutable set of targets, shared through an `ArcSwap`
 //!   ([`snapshot::Store`]), and the lock-free backend pick.
 //! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
-//!   connection: pick, connect with failover, splice.
+//!   connection: pick, connect with failover, splice. Its sockets
+//!   ([`proxy::net`]) also wait for TCP urgent data, which the splice loop
+//!   ([`proxy::splice`]) needs to know when a short read means drained.
 //! - [`metrics`]: the Prometheus metrics every part updates.
 //! - [`ops`]: running in production: the admin endpoint (`/healthz`,
 //!   `/readyz`, `/metrics`, `/targets`) and its client, `kite health`.
