@@ -179,8 +179,8 @@ for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:59901 >/dev/null 2
 cat >"$work/setup-workers.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
-  {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k", "ka_1m", "close_1k"]},
-  {"name": "kite-1-worker", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1m", "close_1k"]}
+  {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]},
+  {"name": "kite-1-worker", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]}
  ]}
 EOF
 python3 bench/bench.py "$work/setup-workers.json" "bench/results/$stamp-workers.json"
