@@ -99,18 +99,6 @@ impl Listener {
         })
     }
 
-    /// Takes over a bound tokio listener (tests, `kite attach --listen`).
-    pub fn from_tokio(listener: tokio::net::TcpListener) -> io::Result<Listener> {
-        let listener = listener.into_std()?;
-        listener.set_nonblocking(true)?;
-        Ok(Listener {
-            fd: register(
-                mio::net::TcpListener::from_std(listener),
-                Interest::READABLE,
-            )?,
-        })
-    }
-
     /// The next connection: accept4(2) makes it non-blocking at once.
     pub async fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
         let (stream, peer) = self
@@ -171,8 +159,7 @@ mod tests {
     /// too (on Linux).
     #[tokio::test]
     async fn from_tokio_registers_for_urgent_data() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listener = Listener::from_tokio(listener).unwrap();
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();

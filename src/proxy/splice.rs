@@ -200,16 +200,7 @@ fn forward(
             // that came since have raised a newer one, which stays.
             ready.clear_ready();
         }
-        let mut written = 0;
-        while written < n {
-            match try_write(to, &buf[written..n]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(w) => written += w,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = write_now(to, &buf[..n])?;
         let rest = (written < n).then(|| buf[written..n].to_vec());
         Ok(Forwarded::Bytes { n, rest })
     })
@@ -224,27 +215,35 @@ fn urgent_data(ready: &AsyncFdReadyGuard<'_, mio::net::TcpStream>) -> bool {
     return true;
 }
 
-/// One write(2) if `to` is writable as far as the runtime knows; EAGAIN
-/// clears that.
-fn try_write(to: &Socket, bytes: &[u8]) -> io::Result<usize> {
-    to.fd
-        .try_io(Interest::WRITABLE, |mut stream| stream.write(bytes))
+/// Writes as much of `bytes` to `to` as it takes now, without waiting:
+/// write(2) while the runtime knows `to` to be writable, until EAGAIN
+/// (which clears that) or all is written. Returns the bytes written.
+fn write_now(to: &Socket, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let rest = &bytes[written..];
+        match to.fd.try_io(Interest::WRITABLE, |mut s| s.write(rest)) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// Writes all of `bytes` to `to`, waiting for room as needed.
 async fn write_all(to: &Socket, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // The guard is dropped at once: try_write clears the readiness
+    loop {
+        bytes = &bytes[write_now(to, bytes)?..];
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // The guard is dropped at once: write_now clears the readiness
         // itself when the socket is full.
         drop(to.fd.writable().await?);
-        match try_write(to, bytes) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-            Err(e) => return Err(e),
-        }
     }
-    Ok(())
 }
 
 /// Half-closes `stream`: its peer reads end of stream, while the other
