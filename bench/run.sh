@@ -80,16 +80,26 @@ exec 7>"$work/cluster.in"
 for _ in $(seq 100); do grep -q '^ready$' "$work/cluster.env" && break; sleep 0.1; done
 grep -q '^ready$' "$work/cluster.env" || { echo "bench_cluster did not start" >&2; exit 1; }
 
+# Starts `kite proxy` for the fake cluster whose environment ENV_FILE holds,
+# with the admin endpoint on ADMIN and the further flags given, and waits up
+# to TRIES tenths of a second for it to be ready. Its PID lands in $launched.
+# (An assignment before the call, TOKIO_WORKER_THREADS=1 say, reaches kite.)
+launch_kite() {
+    local env_file="$1" admin="$2" tries="$3"
+    shift 3
+    env $(grep = "$env_file") "$kite" proxy --family bench --name app --listen-addr 127.0.0.1 \
+        --admin-addr "$admin" --log-level warn "$@" &
+    launched=$!
+    pids+=($launched)
+    for _ in $(seq "$tries"); do "$kite" health --admin-addr "$admin" >/dev/null 2>&1 && break; sleep 0.1; done
+    "$kite" health --admin-addr "$admin" >/dev/null
+}
+
 # kite: real discovery, listening on 28081 and 25201.
 start_kite() {
-    env $(grep = "$work/cluster.env") "$kite" proxy \
-        --family bench --name app --listen-addr 127.0.0.1 \
-        --port-map 28081:8081,25201:5201 --admin-addr 127.0.0.1:29901 \
-        --max-connections 20000 --log-level warn &
-    kite_pid=$!
-    pids+=($kite_pid)
-    for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null 2>&1 && break; sleep 0.1; done
-    "$kite" health --admin-addr 127.0.0.1:29901 >/dev/null
+    launch_kite "$work/cluster.env" 127.0.0.1:29901 100 \
+        --port-map 28081:8081,25201:5201 --max-connections 20000
+    kite_pid=$launched
 }
 
 # HAProxy: mode tcp, splice-auto, on 38081 and 35201.
@@ -169,13 +179,8 @@ python3 bench/bench.py "$work/setup.json" "bench/results/$stamp.json"
 
 # The runtime's worker count: kite with one worker thread (tokio reads
 # TOKIO_WORKER_THREADS) beside kite with the default, one per core.
-TOKIO_WORKER_THREADS=1 env $(grep = "$work/cluster.env") "$kite" proxy \
-    --family bench --name app --listen-addr 127.0.0.1 --port-map 58081:8081 \
-    --admin-addr 127.0.0.1:59901 --log-level warn &
-kite1_pid=$!
-pids+=($kite1_pid)
-for _ in $(seq 100); do "$kite" health --admin-addr 127.0.0.1:59901 >/dev/null 2>&1 && break; sleep 0.1; done
-"$kite" health --admin-addr 127.0.0.1:59901 >/dev/null
+TOKIO_WORKER_THREADS=1 launch_kite "$work/cluster.env" 127.0.0.1:59901 100 --port-map 58081:8081
+kite1_pid=$launched
 cat >"$work/setup-workers.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
@@ -198,13 +203,8 @@ cluster5k_pid=$!
 pids+=($cluster5k_pid)
 exec 8>"$work/cluster5k.in"
 for _ in $(seq 100); do grep -q '^ready$' "$work/cluster5k.env" && break; sleep 0.1; done
-env $(grep = "$work/cluster5k.env") "$kite" proxy \
-    --family bench --name app --listen-addr 127.0.0.1 --port-map 48081:8081 \
-    --admin-addr 127.0.0.1:49901 --refresh 1s --log-level warn &
-kite5k_pid=$!
-pids+=($kite5k_pid)
-for _ in $(seq 300); do "$kite" health --admin-addr 127.0.0.1:49901 >/dev/null 2>&1 && break; sleep 0.1; done
-"$kite" health --admin-addr 127.0.0.1:49901
+launch_kite "$work/cluster5k.env" 127.0.0.1:49901 300 --port-map 48081:8081 --refresh 1s
+kite5k_pid=$launched
 
 cat >"$work/setup-discovery.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
@@ -220,15 +220,11 @@ echo
 echo "## $(date -u +%F) on $(nproc) cores: $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(iperf3 --version | head -1 | cut -d' ' -f1-2), $("$kite" --version)"
 echo
 python3 bench/bench.py --report "bench/results/$stamp.json"
-echo
-echo "Memory, each proxy started afresh for each run ($IDLE idle connections):"
-echo
-python3 bench/bench.py --report "bench/results/$stamp-memory.json"
-echo
-echo "Worker threads (kite-1-worker runs with TOKIO_WORKER_THREADS=1):"
-echo
-python3 bench/bench.py --report "bench/results/$stamp-workers.json"
-echo
-echo "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):"
-echo
-python3 bench/bench.py --report "bench/results/$stamp-discovery.json"
+# A further table: its title, then the table of results file PART.
+report() {
+    printf '\n%s\n\n' "$1"
+    python3 bench/bench.py --report "bench/results/$stamp-$2.json"
+}
+report "Memory, each proxy started afresh for each run ($IDLE idle connections):" memory
+report "Worker threads (kite-1-worker runs with TOKIO_WORKER_THREADS=1):" workers
+report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):" discovery
