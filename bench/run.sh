@@ -83,7 +83,7 @@ grep -q '^ready$' "$work/cluster.env" || { echo "bench_cluster did not start" >&
 # Starts `kite proxy` for the fake cluster whose environment ENV_FILE holds,
 # with the admin endpoint on ADMIN and the further flags given, and waits up
 # to TRIES tenths of a second for it to be ready. Its PID lands in $launched.
-# (An assignment before the call, TOKIO_WORKER_THREADS=1 say, reaches kite.)
+# (An assignment before the call, KITE_THREADS=1 say, reaches kite.)
 launch_kite() {
     local env_file="$1" admin="$2" tries="$3"
     shift 3
@@ -177,15 +177,15 @@ done
 start_proxies
 python3 bench/bench.py "$work/setup.json" "bench/results/$stamp.json"
 
-# The runtime's worker count: kite with one worker thread (tokio reads
-# TOKIO_WORKER_THREADS) beside kite with the default, one per core.
-TOKIO_WORKER_THREADS=1 launch_kite "$work/cluster.env" 127.0.0.1:59901 100 --port-map 58081:8081
+# The thread count: kite with one proxy thread beside kite with the
+# default, one per core.
+KITE_THREADS=1 launch_kite "$work/cluster.env" 127.0.0.1:59901 100 --port-map 58081:8081
 kite1_pid=$launched
 cat >"$work/setup-workers.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
   {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]},
-  {"name": "kite-1-worker", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]}
+  {"name": "kite-1-thread", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]}
  ]}
 EOF
 python3 bench/bench.py "$work/setup-workers.json" "bench/results/$stamp-workers.json"
@@ -226,5 +226,5 @@ report() {
     python3 bench/bench.py --report "bench/results/$stamp-$2.json"
 }
 report "Memory, each proxy started afresh for each run ($IDLE idle connections):" memory
-report "Worker threads (kite-1-worker runs with TOKIO_WORKER_THREADS=1):" workers
+report "Proxy threads (kite-1-thread runs with --threads 1):" workers
 report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):" discovery

@@ -145,6 +145,12 @@ pub struct ProxyArgs {
     #[arg(long, env = "KITE_IDLE_TIMEOUT", value_name = "DURATION",
           value_parser = config::parse_positive_duration)]
     pub idle_timeout: Option<Duration>,
+
+    /// Threads that serve connections, each with its own listener on every port
+    /// [default: one per CPU the process may use].
+    #[arg(long, env = "KITE_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// `kite health`.

@@ -17,7 +17,9 @@
 //! - [`snapshot`]: the immutable set of targets, shared through an `ArcSwap`
 //!   ([`snapshot::Store`]), and the lock-free backend pick.
 //! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
-//!   connection: pick, connect with failover, splice. Its sockets
+//!   connection: pick, connect with failover, splice. Connections run on
+//!   [`proxy::Threads`], one single-threaded runtime per CPU, each with its
+//!   own listener on every port (SO_REUSEPORT). Its sockets
 //!   ([`proxy::net`]) also wait for TCP urgent data, which the splice loop
 //!   ([`proxy::splice`]) needs to know when a short read means drained.
 //! - [`metrics`]: the Prometheus metrics every part updates.
@@ -39,7 +41,7 @@
 //! ```text
 //! discovery::run ─► Discovery::round ─► build_snapshot ─► Store (ArcSwap)
 //!                                                            │
-//! proxy::serve ─► listeners (one per port) ─► accept ─► pick ─► connect ─► splice
+//! proxy::serve ─► listeners (per port, one per thread) ─► accept ─► pick ─► connect ─► splice
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -26,7 +26,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 fn main() -> ExitCode {
     let cli = Cli::parse_from(kite::cli::normalize_args(std::env::args_os().collect()));
     init_tracing(&cli.log_level, cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `kite proxy` serves connections on threads of its own; discovery, the
+    // admin endpoint and signals need no more than this one.
+    let runtime = match &cli.command {
+        Command::Proxy(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -160,6 +168,10 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
     let cancel_admin = CancellationToken::new();
     let _stop_admin = cancel_admin.clone().drop_guard();
     let tracker = TaskTracker::new();
+    let threads = args
+        .threads
+        .map_or_else(proxy::default_threads, usize::from);
+    let threads = proxy::Threads::start(threads).context("cannot start the proxy threads")?;
     let schedule = Schedule {
         refresh: args.refresh,
         max_backoff: MAX_BACKOFF.max(args.refresh),
@@ -173,6 +185,7 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
             store: store.clone(),
             metrics: metrics.clone(),
             stale_after: args.stale_after,
+            runtimes: threads.runtimes().to_vec(),
         };
         // The admin endpoint answers until the drain ends, so /metrics
         // shows the drain.
@@ -199,6 +212,7 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
         max_connections,
         idle_timeout: args.idle_timeout,
         metrics,
+        runtimes: threads.runtimes().to_vec(),
     };
     let serve = tokio::spawn(proxy::serve(
         settings,

@@ -114,6 +114,18 @@ fn usage_errors_exit_2_and_name_the_flag() {
             ],
             "--log-format",
         ),
+        (
+            &[
+                "proxy",
+                "--family",
+                "web",
+                "--name",
+                "app",
+                "--threads",
+                "0",
+            ],
+            "--threads",
+        ),
         (&["-family=web"], "--name"),
         (&["-family=web", "-name=app", "-public=maybe"], "--public"),
         (&["-family=web", "-name=app", "-bogus=1"], "-bogus"),

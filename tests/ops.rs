@@ -712,6 +712,43 @@ async fn ten_thousand_short_connections_leak_nothing() {
     eprintln!("after 10,000 connections: {fds_after} fds (was {fds_before}), {tasks_after} tasks (was {tasks_before})");
 }
 
+/// `--threads 3` starts three proxy threads, which share each port; a second
+/// kite on the same port is refused it rather than let into their group,
+/// where it would silently take a share of the connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_threads_keep_their_port_to_themselves() {
+    let Scene {
+        fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h", "--threads", "3"]).await;
+    let names = kite.thread_names();
+    let proxy_threads = names
+        .iter()
+        .filter(|n| n.starts_with("kite-proxy-"))
+        .count();
+    assert_eq!(proxy_threads, 3, "threads: {names:?}");
+
+    let second = start_kite(&fake, &["--refresh", "1h", "--threads", "2"]);
+    second.wait_ready().await;
+    assert!(
+        second.log_shows("cannot listen").await,
+        "the second kite took the port: {}",
+        second.log()
+    );
+    let port = cport.to_string();
+    let accepted = || async {
+        kite.metric("kite_connections_accepted_total", &[("port", &port)])
+            .await
+    };
+    let before = accepted().await;
+    for _ in 0..40 {
+        assert_eq!(whoami(cport).await.unwrap(), "b1");
+    }
+    assert_eq!(accepted().await, before + 40.0, "{}", second.log());
+}
+
 /// Idle connections hold their two sockets and nothing else: the splice
 /// takes a pipe only while bytes move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,6 +760,7 @@ async fn idle_connections_hold_no_pipes() {
         kite,
     } = scene("b1", &["--refresh", "1h"]).await;
     let before = kite.open_fds();
+    let tasks_before = kite.metric("kite_runtime_tasks", &[]).await;
     let mut held = Vec::new();
     for _ in 0..100 {
         // Each reads the backend's name line, so bytes moved once.
@@ -733,6 +771,13 @@ async fn idle_connections_hold_no_pipes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pooled = kite.metric("kite_pipes_pooled", &[]).await as usize;
     let with = kite.open_fds();
+    // A task each, on whichever proxy thread accepted it.
+    let tasks_with = kite.metric("kite_runtime_tasks", &[]).await;
+    assert!(
+        tasks_with >= tasks_before + held.len() as f64,
+        "tasks: {tasks_before} before, {tasks_with} with {} connections",
+        held.len()
+    );
     // Two sockets each; eager pipes would add four descriptors each.
     assert!(
         with <= before + 2 * held.len() + 2 * pooled + 4,

@@ -31,6 +31,9 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Not ready once the last good discovery round is older than this.
     pub stale_after: Duration,
+    /// Runtimes besides the admin endpoint's own (the proxy threads'),
+    /// whose tasks `kite_runtime_tasks` counts too.
+    pub runtimes: Vec<tokio::runtime::Handle>,
 }
 
 /// Whether kite is ready to serve: `Ok` with a one-line summary, or `Err`
@@ -77,9 +80,10 @@ async fn readyz(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
-    let tasks = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let tasks = std::iter::once(tokio::runtime::Handle::current())
+        .chain(admin.runtimes.iter().cloned())
+        .map(|runtime| runtime.metrics().num_alive_tasks())
+        .sum();
     let body = admin.metrics.render(admin.store.age(), tasks);
     (
         [(

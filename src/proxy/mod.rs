@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +45,11 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Where connections are counted.
     pub metrics: Arc<Metrics>,
+    /// The runtimes that accept and serve connections, each with its own
+    /// listener on every port (see [`net::Listener::bind_on`]); a
+    /// connection stays on the runtime that accepted it. Empty: one
+    /// listener per port, on the runtime [`serve`] runs on.
+    pub runtimes: Vec<Handle>,
 }
 
 impl Settings {
@@ -57,6 +63,7 @@ impl Settings {
             max_connections: default_max_connections(),
             idle_timeout: None,
             metrics: Arc::default(),
+            runtimes: Vec::new(),
         }
     }
 }
@@ -96,6 +103,51 @@ pub fn open_file_limit() -> u64 {
         }
     }
     1024
+}
+
+/// Threads that each drive a single-threaded runtime, for
+/// [`Settings::runtimes`]: a connection is served start to end by the thread
+/// whose listener accepted it, so its wake-ups never cross threads. The
+/// threads stop when this is dropped; tasks still on them are dropped with
+/// their runtime, which closes their sockets.
+#[derive(Debug)]
+pub struct Threads {
+    handles: Vec<Handle>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Threads {
+    /// Starts `n` threads, named `kite-proxy-0` and on.
+    pub fn start(n: usize) -> io::Result<Threads> {
+        let stop = CancellationToken::new();
+        let guard = stop.clone().drop_guard();
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("kite-proxy-{i}"))
+                .spawn(move || runtime.block_on(stop.cancelled_owned()))?;
+        }
+        Ok(Threads {
+            handles,
+            _stop: guard,
+        })
+    }
+
+    /// The threads' runtimes.
+    pub fn runtimes(&self) -> &[Handle] {
+        &self.handles
+    }
+}
+
+/// The proxy threads to start by default: one per CPU this process may
+/// use (which counts a container's CPU quota), or 1 if unknown.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What every connection task shares.
@@ -175,13 +227,25 @@ async fn reconcile(
             continue;
         }
         let addr = SocketAddr::new(settings.listen_addr, port);
-        match net::Listener::bind(addr) {
-            Ok(listener) => {
-                info!(%addr, "listening");
+        match net::Listener::bind_on(addr, &settings.runtimes) {
+            Ok(group) => {
+                info!(%addr, sockets = group.len(), "listening");
                 let stop = cancel.child_token();
                 listeners.insert(port, stop.clone());
-                let task = accept_loop(listener, port, shared.clone(), tracker.clone(), stop);
-                tracker.spawn(task);
+                let mut runtimes = settings.runtimes.iter();
+                for listener in group {
+                    let task = accept_loop(
+                        listener,
+                        port,
+                        shared.clone(),
+                        tracker.clone(),
+                        stop.clone(),
+                    );
+                    match runtimes.next() {
+                        Some(runtime) => drop(tracker.spawn_on(task, runtime)),
+                        None => drop(tracker.spawn(task)),
+                    }
+                }
             }
             Err(err) => warn!(%addr, "cannot listen, will retry after the next round: {err}"),
         }

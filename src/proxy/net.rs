@@ -14,6 +14,11 @@ use std::net::SocketAddr;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::runtime::Handle;
+
+/// The queue of connections not yet accepted, per listening socket (what
+/// tokio and mio use).
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// What a [`Socket`] is registered for: reading, writing, and on Linux
 /// urgent data.
@@ -93,7 +98,52 @@ impl Listener {
     /// Binds `addr` (with SO_REUSEADDR, as tokio's listeners do) and
     /// listens.
     pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-        let listener = mio::net::TcpListener::bind(addr)?;
+        Listener::listen(bound_socket(addr, false)?)
+    }
+
+    /// Binds one listening socket on `addr` for each runtime in `runtimes`,
+    /// each registered with its runtime. With more than one they share the
+    /// port through SO_REUSEPORT: the kernel hands each new connection to
+    /// one of them by its addresses, so a connection stays on the thread
+    /// that accepted it. With none, one listener on the current runtime.
+    /// Port 0 picks one free port for them all.
+    ///
+    /// SO_REUSEPORT would also let these sockets join the group of another
+    /// process of the same user already listening on `addr` (a second kite,
+    /// say), silently splitting its connections; so a plain bind first
+    /// checks that the port is free, and a taken port fails with
+    /// `AddrInUse` as a single listener would.
+    pub fn bind_on(addr: SocketAddr, runtimes: &[Handle]) -> io::Result<Vec<Listener>> {
+        if runtimes.len() <= 1 {
+            let socket = bound_socket(addr, false)?;
+            let _enter = runtimes.first().map(Handle::enter);
+            return Listener::listen(socket).map(|listener| vec![listener]);
+        }
+        // Bound but not listening, this one takes no connection of its own;
+        // it also settles port 0 to one port for the whole group.
+        let addr = {
+            let probe = bound_socket(addr, false)?;
+            let local = probe.local_addr()?.as_socket();
+            local.ok_or_else(|| io::Error::other("bound to a non-IP address"))?
+        };
+        let sockets = runtimes
+            .iter()
+            .map(|_| bound_socket(addr, true))
+            .collect::<io::Result<Vec<_>>>()?;
+        sockets
+            .into_iter()
+            .zip(runtimes)
+            .map(|(socket, runtime)| {
+                let _enter = runtime.enter();
+                Listener::listen(socket)
+            })
+            .collect()
+    }
+
+    /// Listens on a bound socket, registered with the current runtime.
+    fn listen(socket: socket2::Socket) -> io::Result<Listener> {
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener = mio::net::TcpListener::from_std(socket.into());
         Ok(Listener {
             fd: register(listener, Interest::READABLE)?,
         })
@@ -112,6 +162,20 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().local_addr()
     }
+}
+
+/// A non-blocking TCP socket bound to `addr`, with SO_REUSEADDR (as tokio's
+/// and mio's listeners have) and, if `shared`, SO_REUSEPORT.
+fn bound_socket(addr: SocketAddr, shared: bool) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -185,5 +249,75 @@ mod tests {
             let ready = server.fd.ready(Interest::PRIORITY).await.unwrap();
             assert!(ready.ready().is_priority());
         }
+    }
+
+    /// Listeners on two proxy threads share one port: connections land on
+    /// both, each accepted on the thread its listener belongs to.
+    #[tokio::test]
+    async fn a_port_shared_by_threads_spreads_its_connections() {
+        let threads = crate::proxy::Threads::start(2).unwrap();
+        let group = Listener::bind_on("127.0.0.1:0".parse().unwrap(), threads.runtimes()).unwrap();
+        assert_eq!(group.len(), 2);
+        let addr = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), addr);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, (listener, runtime)) in group.into_iter().zip(threads.runtimes()).enumerate() {
+            let tx = tx.clone();
+            runtime.spawn(async move {
+                loop {
+                    let (_socket, _) = listener.accept().await.unwrap();
+                    let thread = std::thread::current().name().map(str::to_owned);
+                    tx.send((i, thread)).unwrap();
+                }
+            });
+        }
+        let mut clients = Vec::new();
+        let mut on = [0; 2];
+        for _ in 0..64 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            let (i, thread) = rx.recv().await.unwrap();
+            assert_eq!(thread.as_deref(), Some(format!("kite-proxy-{i}").as_str()));
+            on[i] += 1;
+        }
+        // 64 connections all hashed to one listener: one chance in 2^63.
+        assert!(on[0] > 0 && on[1] > 0, "connections per listener: {on:?}");
+    }
+
+    /// A port already taken, by a plain listener or by another group, is
+    /// refused to a new group instead of joined.
+    #[tokio::test]
+    async fn a_shared_port_is_not_joined_by_a_second_group() {
+        let threads = crate::proxy::Threads::start(2).unwrap();
+        let first = Listener::bind_on("127.0.0.1:0".parse().unwrap(), threads.runtimes()).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let err = Listener::bind_on(addr, threads.runtimes()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+
+        let plain = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = plain.local_addr().unwrap();
+        let err = Listener::bind_on(addr, threads.runtimes()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // And with no runtimes given, one listener as before.
+        let err = Listener::bind_on(addr, &[]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        drop(plain);
+        assert_eq!(Listener::bind_on(addr, &[]).unwrap().len(), 1);
+    }
+
+    /// Dropping the threads ends them, and the tasks left on them.
+    #[tokio::test]
+    async fn dropped_threads_drop_their_tasks() {
+        let threads = crate::proxy::Threads::start(2).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        threads.runtimes()[1].spawn(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+        drop(threads);
+        let dropped = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        assert!(
+            matches!(dropped, Ok(Err(_))),
+            "the task outlived its thread"
+        );
     }
 }

@@ -149,6 +149,18 @@ impl KiteProcess {
             .expect("reading the child's /proc fd table")
             .count()
     }
+
+    /// The names of the child's threads, sorted.
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("reading the child's /proc task list");
+        let mut names: Vec<String> = tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Drop for KiteProcess {
