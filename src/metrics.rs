@@ -37,6 +37,13 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
+/// Labels of the per-proxy-thread metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabel {
+    /// The proxy thread's number (`kite-proxy-N`).
+    pub thread: u16,
+}
+
 /// Labels of the AWS API call counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
@@ -68,6 +75,7 @@ pub struct Metrics {
     target_ports: Mutex<BTreeSet<u16>>,
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     runtime_tasks: Gauge,
+    thread_connections: Family<ThreadLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -120,6 +128,7 @@ impl Metrics {
             target_ports: Mutex::default(),
             snapshot_age: Gauge::default(),
             runtime_tasks: Gauge::default(),
+            thread_connections: Family::default(),
         };
         m.register()
     }
@@ -221,7 +230,19 @@ impl Metrics {
             "Tasks alive in kite's async runtime",
             self.runtime_tasks.clone(),
         );
+        r.register(
+            "thread_connections",
+            "Client connections each proxy thread serves now",
+            self.thread_connections.clone(),
+        );
         self
+    }
+
+    /// The gauge of the connections proxy thread `thread` serves.
+    pub fn thread_connections(&self, thread: usize) -> Gauge {
+        let thread = u16::try_from(thread).unwrap_or(u16::MAX);
+        self.thread_connections
+            .get_or_create_owned(&ThreadLabel { thread })
     }
 
     /// The handles of one listen port's counters.

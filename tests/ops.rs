@@ -749,6 +749,45 @@ async fn proxy_threads_keep_their_port_to_themselves() {
     assert_eq!(accepted().await, before + 40.0, "{}", second.log());
 }
 
+/// Connections are spread evenly over the proxy threads: the kernel's
+/// spread by address is evened out at accept, so no thread serves two more
+/// than another (hashing alone would, for 60 connections on 3 threads, in
+/// nine runs out of ten).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_proxy_threads() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h", "--threads", "3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let (conn, name) = open(cport).await.unwrap();
+        assert_eq!(name, "b1");
+        held.push(conn);
+    }
+    let mut loads = Vec::new();
+    for _ in 0..100 {
+        loads.clear();
+        for thread in ["0", "1", "2"] {
+            let n = kite
+                .metric("kite_thread_connections", &[("thread", thread)])
+                .await;
+            loads.push(n as i64);
+        }
+        // The probe connection of `scene` may still be closing.
+        if loads.iter().sum::<i64>() == 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(loads.iter().sum::<i64>(), 60, "{loads:?}");
+    let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+    assert!(max - min <= 2, "connections per thread: {loads:?}");
+    eprintln!("60 connections on 3 threads: {loads:?}");
+}
+
 /// Idle connections hold their two sockets and nothing else: the splice
 /// takes a pipe only while bytes move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -164,6 +165,55 @@ pub(crate) struct Shared {
     /// Whether connections are being refused now, so the refusal is
     /// logged when it starts and when it ends rather than per connection.
     pub(crate) refusing: std::sync::atomic::AtomicBool,
+    /// The proxy threads ([`Settings::runtimes`]), in listener order.
+    threads: Vec<ProxyThread>,
+}
+
+/// A proxy thread, as the accept loops see it.
+#[derive(Debug)]
+struct ProxyThread {
+    runtime: Handle,
+    /// The client connections it serves now (`kite_thread_connections`).
+    connections: Gauge,
+}
+
+/// One connection counted on its proxy thread until it is dropped.
+struct Load(Gauge);
+
+impl Load {
+    fn new(connections: &Gauge) -> Load {
+        connections.inc();
+        Load(connections.clone())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Where a connection accepted on thread `me` is served, given how many
+/// connections each thread serves: by the thread with the fewest, when that
+/// is at least two fewer than `me` has, else by `me`. The kernel spreads
+/// connections among the threads' listeners by their addresses, which can
+/// pile a few long ones (bulk streams) on one thread; moving one costs a
+/// wake-up of the other thread, so only a real imbalance moves it.
+fn least_loaded(loads: impl IntoIterator<Item = i64>, me: usize) -> usize {
+    let mut mine = None;
+    let mut least: Option<(usize, i64)> = None;
+    for (i, load) in loads.into_iter().enumerate() {
+        if i == me {
+            mine = Some(load);
+        }
+        if least.is_none_or(|(_, l)| load < l) {
+            least = Some((i, load));
+        }
+    }
+    match (mine, least) {
+        (Some(mine), Some((i, least))) if least + 1 < mine => i,
+        _ => me,
+    }
 }
 
 /// Serves until `cancel`: binds a listener for each port of the snapshot,
@@ -186,6 +236,12 @@ pub async fn serve(
         slots: Arc::new(Semaphore::new(slots)),
         max_connections: slots,
         refusing: Default::default(),
+        threads: (settings.runtimes.iter().enumerate())
+            .map(|(i, runtime)| ProxyThread {
+                runtime: runtime.clone(),
+                connections: settings.metrics.thread_connections(i),
+            })
+            .collect(),
     });
     let mut listeners: HashMap<u16, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
@@ -232,17 +288,19 @@ async fn reconcile(
                 info!(%addr, sockets = group.len(), "listening");
                 let stop = cancel.child_token();
                 listeners.insert(port, stop.clone());
-                let mut runtimes = settings.runtimes.iter();
+                let mut runtimes = settings.runtimes.iter().enumerate();
                 for listener in group {
+                    let me = runtimes.next();
                     let task = accept_loop(
                         listener,
                         port,
+                        me.map(|(i, _)| i),
                         shared.clone(),
                         tracker.clone(),
                         stop.clone(),
                     );
-                    match runtimes.next() {
-                        Some(runtime) => drop(tracker.spawn_on(task, runtime)),
+                    match me {
+                        Some((_, runtime)) => drop(tracker.spawn_on(task, runtime)),
                         None => drop(tracker.spawn(task)),
                     }
                 }
@@ -252,10 +310,12 @@ async fn reconcile(
     }
 }
 
-/// Accepts connections on one port until `stop`.
+/// Accepts connections on one port until `stop`; `me` is the proxy thread
+/// it runs on, if any.
 async fn accept_loop(
     listener: net::Listener,
     port: u16,
+    me: Option<usize>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -265,15 +325,32 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept_stream() => accepted,
         };
         match accepted {
-            Ok((client, peer)) => {
+            Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 counters.accepted.inc();
+                let thread = me.map(|me| {
+                    let loads = shared.threads.iter().map(|t| t.connections.get());
+                    &shared.threads[least_loaded(loads, me)]
+                });
+                let runtime = thread.map_or_else(Handle::current, |t| t.runtime.clone());
+                let client = match net::Socket::adopt(stream, &runtime) {
+                    Ok(client) => client,
+                    Err(err) => {
+                        warn!(port, "cannot register an accepted connection: {err}");
+                        continue;
+                    }
+                };
+                let load = thread.map(|t| Load::new(&t.connections));
                 let span = tracing::debug_span!("conn", port, client = %peer);
                 let task = conn::handle(client, port, shared.clone(), counters.clone());
-                tracker.spawn(task.instrument(span));
+                let task = async move {
+                    let _load = load;
+                    task.await
+                };
+                tracker.spawn_on(task.instrument(span), &runtime);
             }
             Err(err) if is_transient_accept_error(&err) => debug!(port, "accept: {err}"),
             Err(err) => {
@@ -295,4 +372,24 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
         err.kind(),
         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_loaded;
+
+    /// A connection stays where the kernel put it unless another thread
+    /// serves at least two fewer: then it goes to the least loaded one.
+    #[test]
+    fn connections_move_only_to_even_out_an_imbalance() {
+        assert_eq!(least_loaded([0, 0], 0), 0);
+        assert_eq!(least_loaded([1, 0], 0), 0);
+        assert_eq!(least_loaded([2, 0], 0), 1);
+        assert_eq!(least_loaded([2, 1], 0), 0);
+        assert_eq!(least_loaded([3, 1], 0), 1);
+        assert_eq!(least_loaded([5, 4, 1], 0), 2);
+        assert_eq!(least_loaded([5, 1, 4], 2), 1);
+        assert_eq!(least_loaded([0, 9, 9], 1), 0);
+        assert_eq!(least_loaded([7], 0), 0);
+    }
 }

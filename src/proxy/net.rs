@@ -69,6 +69,13 @@ impl Socket {
         Ok(socket)
     }
 
+    /// Registers an accepted stream with `runtime`, whose thread then
+    /// serves it.
+    pub(crate) fn adopt(stream: mio::net::TcpStream, runtime: &Handle) -> io::Result<Socket> {
+        let _enter = runtime.enter();
+        Socket::register(stream)
+    }
+
     /// Takes over a tokio stream (`kite attach --listen`, tests): it is
     /// registered anew, which costs two epoll_ctl(2) calls.
     pub fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Socket> {
@@ -151,11 +158,16 @@ impl Listener {
 
     /// The next connection: accept4(2) makes it non-blocking at once.
     pub async fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
-        let (stream, peer) = self
-            .fd
-            .async_io(Interest::READABLE, |listener| listener.accept())
-            .await?;
+        let (stream, peer) = self.accept_stream().await?;
         Ok((Socket::register(stream)?, peer))
+    }
+
+    /// The next connection, not yet registered with a runtime: see
+    /// [`Socket::adopt`].
+    pub(crate) async fn accept_stream(&self) -> io::Result<(mio::net::TcpStream, SocketAddr)> {
+        self.fd
+            .async_io(Interest::READABLE, |listener| listener.accept())
+            .await
     }
 
     /// The bound address.
