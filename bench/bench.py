@@ -8,8 +8,9 @@ and hands their ports and PIDs over in a JSON file:
                                       one run, added to OUT.json's runs
     bench.py --report OUT.json        the markdown table for BENCHMARKS.md
 
-Each run measures every contender in turn (the order rotates from run to
-run), so the contenders share whatever the machine is doing; the report
+Each run takes each measure of every contender in turn, back to back (the
+order rotates from run to run), so the contenders share whatever the
+machine is doing at the time; the report
 gives the median of the runs with min and max, and each median's ratio to
 "direct" (no proxy) and to HAProxy.
 """
@@ -151,35 +152,44 @@ def discovery_cost(c, seconds=30):
 
 
 def measure(setup):
+    """Each measure in turn, taken of every contender one after another
+    (their order rotating from run to run), so that the figures compared
+    are taken seconds apart: the machine's background load drifts over
+    minutes, and a contender measured in a slower minute would lose for
+    that alone."""
     seconds = setup["seconds"]
     runs = []
     contenders = setup["contenders"]
+    iperfs = [(streams, reverse) for streams in (1, 4) for reverse in (False, True)]
+    # wrk with one thread, and keep-alive 1 KiB also with two: the load
+    # generator's own share of the two cores changes which proxy keeps up
+    # better, so both shapes are reported.
+    wrks = [
+        ("ka_1k", "/1k", 32, False, 1),
+        ("ka_1k_t2", "/1k", 32, False, 2),
+        ("ka_1m", "/1m", 8, False, 1),
+        ("close_1k", "/1k", 16, True, 1),
+    ]
     for r in range(setup["runs"]):
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
-        run = {}
-        for c in order:
-            name, pid = c["name"], c.get("pid")
-            only = c.get("only")
-            m = {}
-            for streams in (1, 4) if only is None else ():
-                for reverse in (False, True):
-                    key = f"iperf_{streams}{'_rev' if reverse else ''}"
-                    cpu0 = cpu_seconds(pid)
-                    gbps, moved = iperf(c["iperf_port"], streams, reverse, seconds)
-                    cpu = cpu_seconds(pid) - cpu0
-                    m[key] = gbps
-                    m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
-            # wrk with one thread, and keep-alive 1 KiB also with two: the
-            # load generator's own share of the two cores changes which
-            # proxy keeps up better, so both shapes are reported.
-            for key, path, conns, close, threads in (
-                ("ka_1k", "/1k", 32, False, 1),
-                ("ka_1k_t2", "/1k", 32, False, 2),
-                ("ka_1m", "/1m", 8, False, 1),
-                ("close_1k", "/1k", 16, True, 1),
-            ):
+        run = {c["name"]: {} for c in order}
+        for streams, reverse in iperfs:
+            key = f"iperf_{streams}{'_rev' if reverse else ''}"
+            for c in order:
+                if c.get("only") is not None:
+                    continue
+                m, pid = run[c["name"]], c.get("pid")
+                cpu0 = cpu_seconds(pid)
+                gbps, moved = iperf(c["iperf_port"], streams, reverse, seconds)
+                cpu = cpu_seconds(pid) - cpu0
+                m[key] = gbps
+                m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
+        for key, path, conns, close, threads in wrks:
+            for c in order:
+                only = c.get("only")
                 if only is not None and key not in only:
                     continue
+                m, pid = run[c["name"]], c.get("pid")
                 cpu0 = cpu_seconds(pid)
                 w = wrk(c["http_port"], path, seconds, conns, close, threads)
                 cpu = cpu_seconds(pid) - cpu0
@@ -188,10 +198,11 @@ def measure(setup):
                 m[key + "_p99"] = w.get("p99")
                 m[key + "_errors"] = w["errors"]
                 m[key + "_cpu_us_per_req"] = cpu / w["requests"] * 1e6 if pid else None
-            if pid and only is None:
+        for c in order:
+            m, pid = run[c["name"]], c.get("pid")
+            if pid and c.get("only") is None:
                 m["rss_after_mib"] = rss_bytes(pid) / 2**20
-            run[name] = m
-            print(f"run {r + 1} {name}: " + ", ".join(
+            print(f"run {r + 1} {c['name']}: " + ", ".join(
                 f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, float)), flush=True)
         runs.append(run)
     return runs
