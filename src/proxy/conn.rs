@@ -12,18 +12,24 @@ use tracing::{debug, info, warn};
 
 use super::net::Socket;
 use super::splice::{self, Activity, Meter};
-use super::{Shared, ADMIT_WAIT, EJECT_FOR};
+use super::{Load, Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
 use crate::snapshot;
 
-/// Serves one client until both directions are done. Errors are logged
-/// here: they never reach the accept loop.
+/// Serves one client until both directions are done, counted in `load`
+/// meanwhile. Errors are logged here: they never reach the accept loop.
+///
+/// (`load` is a parameter rather than held by a wrapping future: a future
+/// that holds another and awaits it has room for it twice, which would
+/// add over a kilobyte to every connection.)
 pub(crate) async fn handle(
     client: Socket,
     port: u16,
+    load: Option<Load>,
     shared: Arc<Shared>,
     counters: Arc<PortMetrics>,
 ) {
+    let _load = load;
     let Some(_slot) = admit(&shared, &counters).await else {
         return; // dropping `client` closes it
     };

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PortMetrics};
 use crate::snapshot::{Ejections, Store};
 
 /// How long a backend that refused or timed out stays out of picks.
@@ -169,6 +169,28 @@ pub(crate) struct Shared {
     threads: Vec<ProxyThread>,
 }
 
+impl Shared {
+    fn new(settings: &Settings, store: Arc<Store>) -> Shared {
+        let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Shared {
+            store,
+            ejections: Ejections::default(),
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            metrics: settings.metrics.clone(),
+            slots: Arc::new(Semaphore::new(slots)),
+            max_connections: slots,
+            refusing: Default::default(),
+            threads: (settings.runtimes.iter().enumerate())
+                .map(|(i, runtime)| ProxyThread {
+                    runtime: runtime.clone(),
+                    connections: settings.metrics.thread_connections(i),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A proxy thread, as the accept loops see it.
 #[derive(Debug)]
 struct ProxyThread {
@@ -178,7 +200,8 @@ struct ProxyThread {
 }
 
 /// One connection counted on its proxy thread until it is dropped.
-struct Load(Gauge);
+#[derive(Debug)]
+pub(crate) struct Load(Gauge);
 
 impl Load {
     fn new(connections: &Gauge) -> Load {
@@ -225,24 +248,8 @@ pub async fn serve(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    info!(max_connections = slots, "connection limit");
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        ejections: Ejections::default(),
-        connect_timeout: settings.connect_timeout,
-        idle_timeout: settings.idle_timeout,
-        metrics: settings.metrics.clone(),
-        slots: Arc::new(Semaphore::new(slots)),
-        max_connections: slots,
-        refusing: Default::default(),
-        threads: (settings.runtimes.iter().enumerate())
-            .map(|(i, runtime)| ProxyThread {
-                runtime: runtime.clone(),
-                connections: settings.metrics.thread_connections(i),
-            })
-            .collect(),
-    });
+    let shared = Arc::new(Shared::new(&settings, store.clone()));
+    info!(max_connections = shared.max_connections, "connection limit");
     let mut listeners: HashMap<u16, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
     loop {
@@ -344,13 +351,8 @@ async fn accept_loop(
                     }
                 };
                 let load = thread.map(|t| Load::new(&t.connections));
-                let span = tracing::debug_span!("conn", port, client = %peer);
-                let task = conn::handle(client, port, shared.clone(), counters.clone());
-                let task = async move {
-                    let _load = load;
-                    task.await
-                };
-                tracker.spawn_on(task.instrument(span), &runtime);
+                let task = connection_task(client, peer, port, load, &shared, &counters);
+                tracker.spawn_on(task, &runtime);
             }
             Err(err) if is_transient_accept_error(&err) => debug!(port, "accept: {err}"),
             Err(err) => {
@@ -366,6 +368,19 @@ async fn accept_loop(
     }
 }
 
+/// The task that serves one accepted connection, in a span that names it.
+fn connection_task(
+    client: net::Socket,
+    peer: SocketAddr,
+    port: u16,
+    load: Option<Load>,
+    shared: &Arc<Shared>,
+    counters: &Arc<PortMetrics>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let span = tracing::debug_span!("conn", port, client = %peer);
+    conn::handle(client, port, load, shared.clone(), counters.clone()).instrument(span)
+}
+
 /// Errors about one connection that died before we accepted it.
 fn is_transient_accept_error(err: &io::Error) -> bool {
     matches!(
@@ -376,7 +391,28 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::least_loaded;
+    use super::*;
+
+    /// About 1.5 KB in a debug build; held twice, a task would be over 3 KB.
+    const CONNECTION_TASK_MAX: usize = 2048;
+
+    /// A connection's task, which every open connection holds, stays small:
+    /// a future that holds another and awaits it doubles in size.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let listener = net::Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(net::Socket::connect(addr), listener.accept());
+        let (client, peer) = accepted.unwrap();
+        let settings = Settings::new(addr.ip());
+        let shared = Arc::new(Shared::new(&settings, Arc::default()));
+        let counters = Arc::new(shared.metrics.port(addr.port()));
+        let load = Some(Load::new(&shared.metrics.thread_connections(0)));
+        let task = connection_task(client, peer, addr.port(), load, &shared, &counters);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("a connection's task: {size} bytes");
+        assert!(size <= CONNECTION_TASK_MAX, "{size} bytes");
+    }
 
     /// A connection stays where the kernel put it unless another thread
     /// serves at least two fewer: then it goes to the least loaded one.
