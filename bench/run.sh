@@ -34,14 +34,8 @@ fi
 kite="${KITE_BIN:-$(KITE_BUILD_ONLY=1 scripts/build-image.sh)}"
 cargo build --locked --example bench_cluster
 
-work="$(mktemp -d /tmp/kite-bench.XXXXXX)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/lib.sh
+new_work kite-bench
 
 # The servers: nginx (one worker) and iperf3, on 127.0.0.1.
 mkdir -p "$work/www"
@@ -71,14 +65,8 @@ pids+=($!)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null &
 pids+=($!)
 
-# The fake cluster; its stdin stays open (fd 7) for as long as it should serve.
-mkfifo "$work/cluster.in"
-target/debug/examples/bench_cluster --port 8081=127.0.0.1:18081 --port 5201=127.0.0.1:15201 \
-    <"$work/cluster.in" >"$work/cluster.env" &
-pids+=($!)
-exec 7>"$work/cluster.in"
-for _ in $(seq 100); do grep -q '^ready$' "$work/cluster.env" && break; sleep 0.1; done
-grep -q '^ready$' "$work/cluster.env" || { echo "bench_cluster did not start" >&2; exit 1; }
+# The fake cluster.
+start_cluster cluster --port 8081=127.0.0.1:18081 --port 5201=127.0.0.1:15201
 
 # Starts `kite proxy` for the fake cluster whose environment ENV_FILE holds,
 # with the admin endpoint on ADMIN and the further flags given, and waits up
@@ -196,13 +184,8 @@ stop "$kite1_pid"
 # (all leading to nginx), and a second kite refreshing every second in front
 # of it on 48081. Its keep-alive figures beside the first kite's show what
 # discovery costs the data path; bench.py also times its rounds.
-mkfifo "$work/cluster5k.in"
-target/debug/examples/bench_cluster --port 8081=127.0.0.1:18081 --tasks 5000 --instances 500 \
-    <"$work/cluster5k.in" >"$work/cluster5k.env" &
-cluster5k_pid=$!
-pids+=($cluster5k_pid)
-exec 8>"$work/cluster5k.in"
-for _ in $(seq 100); do grep -q '^ready$' "$work/cluster5k.env" && break; sleep 0.1; done
+start_cluster cluster5k --port 8081=127.0.0.1:18081 --tasks 5000 --instances 500
+cluster5k_pid=$cluster_pid
 launch_kite "$work/cluster5k.env" 127.0.0.1:49901 300 --port-map 48081:8081 --refresh 1s
 kite5k_pid=$launched
 
