@@ -8,6 +8,9 @@
 #                                            # unoptimised and much quicker (the tests use it)
 #   KITE_BUILD_ONLY=1 scripts/build-image.sh # only the static binary; prints its path
 #                                            # (bench/run.sh measures that binary)
+#   KITE_BUILD_ONLY=1 KITE_STRIP=0 scripts/build-image.sh
+#                                            # the same binary with its symbol names
+#                                            # (scripts/symbol-order.sh profiles it)
 #
 # The build has its own target directory (KITE_IMAGE_TARGET_DIR, default
 # target/image): a static build shares no artefacts with a normal one, and a
@@ -50,6 +53,11 @@ if [ "$profile" = release ] && [ "$triple" = x86_64-unknown-linux-gnu ] &&
     cp build/symbol-order.txt "$order"
     link_args=(-C "link-arg=-Wl,--symbol-ordering-file=$order"
         -C link-arg=-Wl,--no-warn-symbol-ordering)
+fi
+
+# Unstripped, the code is the same: strip acts on the linked binary.
+if [ "${KITE_STRIP:-1}" = 0 ]; then
+    link_args+=(-C strip=none)
 fi
 
 # RUSTFLAGS with --target reaches only the target's crates, not build

@@ -26,18 +26,12 @@ cd "$(dirname "$0")/.."
 for tool in valgrind curl python3 openssl; do
     command -v "$tool" >/dev/null || { echo "symbol-order.sh: needs $tool" >&2; exit 2; }
 done
-triple="$(rustc -vV | sed -n 's/^host: //p')"
-target_dir="${KITE_IMAGE_TARGET_DIR:-target/image}"
-
 . scripts/lib.sh
 new_work kite-order
 
 # The release build as build-image.sh makes it (the same flags, so the same
-# code and symbol names), but unstripped, into a directory of its own.
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo rustc --locked --bin kite --profile release --target "$triple" \
-    --target-dir "$target_dir" -- -C strip=none >&2
-cp "$target_dir/$triple/release/kite" "$work/kite"
+# code and symbol names), but unstripped.
+cp "$(KITE_BUILD_ONLY=1 KITE_STRIP=0 scripts/build-image.sh)" "$work/kite"
 cargo build --locked --example bench_cluster >&2
 
 # A server with a small and a large file, and the fake cluster leading to it.

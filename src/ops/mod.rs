@@ -80,10 +80,9 @@ async fn readyz(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
-    let tasks = std::iter::once(tokio::runtime::Handle::current())
-        .chain(admin.runtimes.iter().cloned())
-        .map(|runtime| runtime.metrics().num_alive_tasks())
-        .sum();
+    let alive = |runtime: &tokio::runtime::Handle| runtime.metrics().num_alive_tasks();
+    let tasks =
+        alive(&tokio::runtime::Handle::current()) + admin.runtimes.iter().map(alive).sum::<usize>();
     let body = admin.metrics.render(admin.store.age(), tasks);
     (
         [(

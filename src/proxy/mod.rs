@@ -295,19 +295,19 @@ async fn reconcile(
                 info!(%addr, sockets = group.len(), "listening");
                 let stop = cancel.child_token();
                 listeners.insert(port, stop.clone());
-                let mut runtimes = settings.runtimes.iter().enumerate();
-                for listener in group {
-                    let me = runtimes.next();
+                for (i, listener) in group.into_iter().enumerate() {
+                    let runtime = settings.runtimes.get(i);
+                    let me = runtime.map(|_| i);
                     let task = accept_loop(
                         listener,
                         port,
-                        me.map(|(i, _)| i),
+                        me,
                         shared.clone(),
                         tracker.clone(),
                         stop.clone(),
                     );
-                    match me {
-                        Some((_, runtime)) => drop(tracker.spawn_on(task, runtime)),
+                    match runtime {
+                        Some(runtime) => drop(tracker.spawn_on(task, runtime)),
                         None => drop(tracker.spawn(task)),
                     }
                 }
