@@ -3,7 +3,7 @@
 //! answers), with state a test edits live, a log of calls, and injectable
 //! throttling and server errors.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,6 +125,22 @@ pub struct Cluster {
     pub run_template: Option<TaskSpec>,
     /// The statuses a task started by RunTask goes through.
     pub run_script: Vec<String>,
+    /// Counts the changes to the tasks, so that `derived` is known stale.
+    generation: u64,
+    derived: Derived,
+}
+
+/// What the answers need of the tasks, worked out once per generation of
+/// them: a scan per ListTasks page and per DescribeTasks name would make a
+/// round over 5,000 tasks cost seconds of this process's CPU, beside the
+/// kite being measured.
+#[derive(Debug, Default)]
+struct Derived {
+    generation: u64,
+    /// Task position by ARN and by ID.
+    index: HashMap<String, usize>,
+    /// The ARNs ListTasks returns, by its filters.
+    lists: HashMap<String, Vec<String>>,
 }
 
 impl Cluster {
@@ -140,7 +156,42 @@ impl Cluster {
             scripts: BTreeMap::new(),
             run_template: None,
             run_script: Vec::new(),
+            generation: 0,
+            derived: Derived::default(),
         }
+    }
+
+    /// Notes that the tasks may have changed.
+    fn changed(&mut self) {
+        self.generation += 1;
+    }
+
+    /// `derived`, emptied first if the tasks changed since it was filled.
+    fn derived(&mut self) -> &mut Derived {
+        if self.derived.generation != self.generation {
+            self.derived = Derived {
+                generation: self.generation,
+                ..Derived::default()
+            };
+        }
+        &mut self.derived
+    }
+
+    /// The position of the task `arn_or_id`, through the index.
+    fn indexed_position(&mut self, arn_or_id: &str) -> Option<usize> {
+        if self.derived().index.is_empty() {
+            let mut index = HashMap::with_capacity(2 * self.tasks.len());
+            for (i, t) in self.tasks.iter().enumerate() {
+                if let Some(arn) = t["taskArn"].as_str() {
+                    index.entry(arn.to_owned()).or_insert(i);
+                    if let Some(id) = arn.rsplit('/').next() {
+                        index.entry(id.to_owned()).or_insert(i);
+                    }
+                }
+            }
+            self.derived().index = index;
+        }
+        self.derived.index.get(arn_or_id).copied()
     }
 
     fn id(&mut self) -> u64 {
@@ -204,6 +255,7 @@ impl Cluster {
 
     /// Adds a task; returns its ARN.
     pub fn add_task(&mut self, spec: TaskSpec) -> String {
+        self.changed();
         let n = self.id();
         let task_arn = self.arn("task", &format!("{}/{n:032x}", self.name));
         let family = spec
@@ -297,6 +349,7 @@ impl Cluster {
         let Some(step) = self.scripts.get_mut(&arn).and_then(VecDeque::pop_front) else {
             return;
         };
+        self.changed();
         let (status, reason) = match step.split_once(':') {
             Some((s, r)) => (s.to_owned(), Some(r.to_owned())),
             None => (step, None),
@@ -325,6 +378,7 @@ impl Cluster {
 
     /// Removes a task; false when there is none.
     pub fn remove_task(&mut self, arn_or_id: &str) -> bool {
+        self.changed();
         self.position(arn_or_id)
             .map(|i| self.tasks.remove(i))
             .is_some()
@@ -332,6 +386,7 @@ impl Cluster {
 
     /// The task's JSON, to edit in place.
     pub fn task_mut(&mut self, arn_or_id: &str) -> Option<&mut Value> {
+        self.changed();
         let i = self.position(arn_or_id)?;
         Some(&mut self.tasks[i])
     }
@@ -492,7 +547,9 @@ impl FakeAws {
 
     /// Edits the cluster (the lock is never held across an await).
     pub fn edit<R>(&self, f: impl FnOnce(&mut Cluster) -> R) -> R {
-        f(&mut self.lock().cluster)
+        let mut inner = self.lock();
+        inner.cluster.changed();
+        f(&mut inner.cluster)
     }
 
     /// Operation names called so far, in order.
@@ -683,7 +740,7 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn list_tasks(cluster: &Cluster, req: &Value) -> Answer {
+fn list_tasks(cluster: &mut Cluster, req: &Value) -> Answer {
     let max = req["maxResults"].as_u64().unwrap_or(100);
     if !(1..=100).contains(&max) {
         return invalid("maxResults must be between 1 and 100");
@@ -695,7 +752,11 @@ fn list_tasks(cluster: &Cluster, req: &Value) -> Answer {
     }
     let desired = req["desiredStatus"].as_str().unwrap_or("RUNNING");
     let started_by = req["startedBy"].as_str();
-    let arns: Vec<&str> = cluster
+    let key = format!("{desired}|{family:?}|{service:?}|{started_by:?}");
+    if let Some(arns) = cluster.derived().lists.get(&key) {
+        return list_page(arns, max, req);
+    }
+    let arns: Vec<String> = cluster
         .tasks
         .iter()
         .filter(|t| t["desiredStatus"].as_str() == Some(desired))
@@ -708,7 +769,15 @@ fn list_tasks(cluster: &Cluster, req: &Value) -> Answer {
         .filter(|t| service.is_none_or(|s| t["group"].as_str() == Some(&format!("service:{s}"))))
         .filter(|t| started_by.is_none_or(|s| t["startedBy"].as_str() == Some(s)))
         .filter_map(|t| t["taskArn"].as_str())
+        .map(str::to_owned)
         .collect();
+    let answer = list_page(&arns, max, req);
+    cluster.derived().lists.insert(key, arns);
+    answer
+}
+
+/// The page of `arns` that `req`'s nextToken and maxResults (`max`) ask for.
+fn list_page(arns: &[String], max: u64, req: &Value) -> Answer {
     let start: usize = match req["nextToken"].as_str() {
         Some(tok) => match tok.parse() {
             Ok(n) => n,
@@ -730,9 +799,17 @@ fn describe_tasks(cluster: &mut Cluster, req: &Value) -> Answer {
     if ids.is_empty() || ids.len() > 100 {
         return invalid("tasks must hold 1 to 100 items");
     }
+    // All looked up before any scripted step changes the tasks.
+    let positions: Vec<(String, Option<usize>)> = ids
+        .into_iter()
+        .map(|id| {
+            let i = cluster.indexed_position(&id);
+            (id, i)
+        })
+        .collect();
     let (mut found, mut failures) = (Vec::new(), Vec::new());
-    for id in ids {
-        match cluster.position(&id) {
+    for (id, position) in positions {
+        match position {
             Some(i) => {
                 cluster.step(i);
                 found.push(cluster.tasks[i].clone())
