@@ -749,6 +749,46 @@ async fn proxy_threads_keep_their_port_to_themselves() {
     assert_eq!(accepted().await, before + 40.0, "{}", second.log());
 }
 
+/// Discovery, the admin endpoint and signals run on the main thread, one
+/// step of ten nice values below the proxy threads, so a discovery round
+/// waits for the data path rather than the reverse; the threads that thread
+/// starts (the SDK's blocking lookups) inherit its place, and the proxy
+/// threads keep the priority kite was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_runs_below_the_proxy_threads() {
+    let own = std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .expect("reading this thread's /proc stat")
+        .1;
+    let stepped_back = (own + 10).min(19);
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1s", "--threads", "2"]).await;
+    // A few rounds and connections, so that whatever threads they start
+    // are there to be seen.
+    let since = kite.metric("kite_discovery_rounds_total", &[]).await;
+    rounds_pass(&kite, since, 2.0).await;
+    for _ in 0..10 {
+        assert_eq!(whoami(cport).await.unwrap(), "b1");
+    }
+    let threads = kite.threads();
+    let main = threads.iter().find(|t| t.main).expect("the main thread");
+    assert_eq!(main.nice, stepped_back, "threads: {threads:?}");
+    let (proxy, other): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|t| t.name.starts_with("kite-proxy-"));
+    assert_eq!(proxy.len(), 2, "threads: {threads:?}");
+    assert!(proxy.iter().all(|t| t.nice == own), "threads: {threads:?}");
+    assert!(
+        other.iter().all(|t| t.nice == stepped_back),
+        "threads: {threads:?}"
+    );
+}
+
 /// Connections are spread evenly over the proxy threads: the kernel's
 /// spread by address is evened out at accept, so no thread serves two more
 /// than another (hashing alone would, for 60 connections on 3 threads, in

@@ -161,6 +161,51 @@ impl KiteProcess {
         names.sort();
         names
     }
+
+    /// The child's threads: for each, whether it is the main thread, its
+    /// name, and its nice value.
+    pub fn threads(&self) -> Vec<ThreadInfo> {
+        let pid = self.pid();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("reading the child's /proc task list");
+        tasks
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                let (name, nice) = parse_stat(&stat)?;
+                Some(ThreadInfo {
+                    main: tid == pid,
+                    name,
+                    nice,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A thread of a child, from /proc.
+#[derive(Debug)]
+pub struct ThreadInfo {
+    pub main: bool,
+    pub name: String,
+    pub nice: i32,
+}
+
+/// The name and nice value in a /proc `stat` line: the name is field 2,
+/// in parentheses (and may hold spaces and parentheses itself), the nice
+/// value field 19.
+pub fn parse_stat(stat: &str) -> Option<(String, i32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    let nice = stat
+        .get(close + 1..)?
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()?;
+    Some((name, nice))
 }
 
 impl Drop for KiteProcess {
