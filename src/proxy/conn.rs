@@ -72,6 +72,8 @@ async fn admit(shared: &Shared, counters: &PortMetrics) -> Option<OwnedSemaphore
 
 async fn serve(client: &Socket, port: u16, shared: &Shared, counters: &PortMetrics) {
     let started = Instant::now();
+    // On Linux the client's socket has TCP_NODELAY from its listener.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = client.set_nodelay(true);
     let (backend, addr) = match connect(port, shared).await {
         Ok(connected) => connected,
