@@ -790,9 +790,9 @@ async fn discovery_runs_below_the_proxy_threads() {
 }
 
 /// Connections are spread evenly over the proxy threads: the kernel's
-/// spread by address is evened out at accept, so no thread serves two more
-/// than another (hashing alone would, for 60 connections on 3 threads, in
-/// nine runs out of ten).
+/// spread by address is evened out at accept, so no thread serves more than
+/// four over another (hashing alone would, for 120 connections on 3
+/// threads, in nearly nine runs out of ten).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_spread_evenly_over_the_proxy_threads() {
     let Scene {
@@ -802,7 +802,7 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
         kite,
     } = scene("b1", &["--refresh", "1h", "--threads", "3"]).await;
     let mut held = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..120 {
         let (conn, name) = open(cport).await.unwrap();
         assert_eq!(name, "b1");
         held.push(conn);
@@ -817,15 +817,15 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
             loads.push(n as i64);
         }
         // The probe connection of `scene` may still be closing.
-        if loads.iter().sum::<i64>() == 60 {
+        if loads.iter().sum::<i64>() == 120 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(loads.iter().sum::<i64>(), 60, "{loads:?}");
+    assert_eq!(loads.iter().sum::<i64>(), 120, "{loads:?}");
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
-    assert!(max - min <= 2, "connections per thread: {loads:?}");
-    eprintln!("60 connections on 3 threads: {loads:?}");
+    assert!(max - min <= 4, "connections per thread: {loads:?}");
+    eprintln!("120 connections on 3 threads: {loads:?}");
 }
 
 /// Idle connections hold their two sockets and nothing else: the splice

@@ -218,13 +218,14 @@ impl Drop for Load {
 
 /// Where a connection accepted on thread `me` is served, given how many
 /// connections each thread serves: by the thread with the fewest, when that
-/// is at least two fewer than `me` has and at most half as many, else by
-/// `me`. The kernel spreads connections among the threads' listeners by
-/// their addresses, which can pile a few long ones (bulk streams) on one
-/// thread: two against none, three against one. Moving a connection costs
-/// a wake-up of the other thread, and with many short connections the
-/// counts differ by a few all the time, so only a real imbalance moves one
-/// (9 against 7 does not).
+/// is at least four fewer than `me` has, or two fewer and at most half as
+/// many; else by `me`. The kernel spreads connections among the threads'
+/// listeners by their addresses, which can pile a few long ones (bulk
+/// streams) on one thread: two against none, three against one. Moving a
+/// connection costs a wake-up of the other thread, and with many short
+/// connections the counts differ by a few all the time, so only a real
+/// imbalance moves one: 9 against 7 or 7 against 4 does not, and no
+/// thread ends up with more than four over another.
 fn least_loaded(loads: impl IntoIterator<Item = i64>, me: usize) -> usize {
     let mut mine = None;
     let mut least: Option<(usize, i64)> = None;
@@ -237,7 +238,11 @@ fn least_loaded(loads: impl IntoIterator<Item = i64>, me: usize) -> usize {
         }
     }
     match (mine, least) {
-        (Some(mine), Some((i, least))) if least + 1 < mine && 2 * least <= mine => i,
+        (Some(mine), Some((i, least)))
+            if least + 3 < mine || (least + 1 < mine && 2 * least <= mine) =>
+        {
+            i
+        }
         _ => me,
     }
 }
@@ -418,8 +423,8 @@ mod tests {
     }
 
     /// A connection stays where the kernel put it unless another thread
-    /// serves at least two fewer and at most half as many: then it goes to
-    /// the least loaded one.
+    /// serves at least four fewer, or two fewer and at most half as many:
+    /// then it goes to the least loaded one.
     #[test]
     fn connections_move_only_to_even_out_an_imbalance() {
         assert_eq!(least_loaded([0, 0], 0), 0);
@@ -435,6 +440,10 @@ mod tests {
         assert_eq!(least_loaded([5, 3], 0), 0);
         assert_eq!(least_loaded([9, 7], 0), 0);
         assert_eq!(least_loaded([12, 6], 0), 1);
-        assert_eq!(least_loaded([12, 7], 0), 0);
+        assert_eq!(least_loaded([12, 7], 0), 1);
+        assert_eq!(least_loaded([12, 9], 0), 0);
+        assert_eq!(least_loaded([7, 4], 0), 0);
+        assert_eq!(least_loaded([8, 4], 0), 1);
+        assert_eq!(least_loaded([9, 5], 0), 1);
     }
 }
