@@ -801,8 +801,9 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
         cport,
         kite,
     } = scene("b1", &["--refresh", "1h", "--threads", "3"]).await;
+    const HELD: i64 = 120;
     let mut held = Vec::new();
-    for _ in 0..120 {
+    for _ in 0..HELD {
         let (conn, name) = open(cport).await.unwrap();
         assert_eq!(name, "b1");
         held.push(conn);
@@ -817,15 +818,15 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
             loads.push(n as i64);
         }
         // The probe connection of `scene` may still be closing.
-        if loads.iter().sum::<i64>() == 120 {
+        if loads.iter().sum::<i64>() == HELD {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(loads.iter().sum::<i64>(), 120, "{loads:?}");
+    assert_eq!(loads.iter().sum::<i64>(), HELD, "{loads:?}");
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
     assert!(max - min <= 4, "connections per thread: {loads:?}");
-    eprintln!("120 connections on 3 threads: {loads:?}");
+    eprintln!("{HELD} connections on 3 threads: {loads:?}");
 }
 
 /// Idle connections hold their two sockets and nothing else: the splice
