@@ -76,6 +76,8 @@ pub struct Metrics {
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     runtime_tasks: Gauge,
     thread_connections: Family<ThreadLabel, Gauge>,
+    thread_streams: Family<ThreadLabel, Gauge>,
+    connections_moved: Counter,
 }
 
 impl Default for Metrics {
@@ -129,6 +131,8 @@ impl Metrics {
             snapshot_age: Gauge::default(),
             runtime_tasks: Gauge::default(),
             thread_connections: Family::default(),
+            thread_streams: Family::default(),
+            connections_moved: Counter::default(),
         };
         m.register()
     }
@@ -235,6 +239,16 @@ impl Metrics {
             "Client connections each proxy thread serves now",
             self.thread_connections.clone(),
         );
+        r.register(
+            "thread_streams",
+            "Client connections each proxy thread serves that have streamed (a read filled the buffer)",
+            self.thread_streams.clone(),
+        );
+        r.register(
+            "connections_moved",
+            "Streaming connections moved to a proxy thread with fewer streams",
+            self.connections_moved.clone(),
+        );
         self
     }
 
@@ -243,6 +257,19 @@ impl Metrics {
         let thread = u16::try_from(thread).unwrap_or(u16::MAX);
         self.thread_connections
             .get_or_create_owned(&ThreadLabel { thread })
+    }
+
+    /// The gauge of the connections proxy thread `thread` serves that have
+    /// streamed.
+    pub fn thread_streams(&self, thread: usize) -> Gauge {
+        let thread = u16::try_from(thread).unwrap_or(u16::MAX);
+        self.thread_streams
+            .get_or_create_owned(&ThreadLabel { thread })
+    }
+
+    /// Counts a connection moved to another proxy thread.
+    pub fn connection_moved(&self) {
+        self.connections_moved.inc();
     }
 
     /// The handles of one listen port's counters.

@@ -789,6 +789,26 @@ async fn discovery_runs_below_the_proxy_threads() {
     );
 }
 
+/// The connections each of `n` proxy threads serves, once they add up to
+/// `total` (a probe connection may still be closing).
+async fn thread_loads(kite: &KiteProcess, n: usize, total: i64) -> Vec<i64> {
+    let mut loads = Vec::new();
+    for _ in 0..100 {
+        loads.clear();
+        for thread in 0..n {
+            let thread = thread.to_string();
+            let labels = [("thread", thread.as_str())];
+            loads.push(kite.metric("kite_thread_connections", &labels).await as i64);
+        }
+        if loads.iter().sum::<i64>() == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(loads.iter().sum::<i64>(), total, "{loads:?}");
+    loads
+}
+
 /// Connections are spread evenly over the proxy threads: the kernel's
 /// spread by address is evened out at accept, so no thread serves more than
 /// four over another (hashing alone would, for 120 connections on 3
@@ -808,25 +828,72 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
         assert_eq!(name, "b1");
         held.push(conn);
     }
-    let mut loads = Vec::new();
-    for _ in 0..100 {
-        loads.clear();
-        for thread in ["0", "1", "2"] {
-            let n = kite
-                .metric("kite_thread_connections", &[("thread", thread)])
-                .await;
-            loads.push(n as i64);
-        }
-        // The probe connection of `scene` may still be closing.
-        if loads.iter().sum::<i64>() == HELD {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(loads.iter().sum::<i64>(), HELD, "{loads:?}");
+    let loads = thread_loads(&kite, 3, HELD).await;
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
     assert!(max - min <= 4, "connections per thread: {loads:?}");
     eprintln!("{HELD} connections on 3 threads: {loads:?}");
+}
+
+/// The connections proxy thread `thread` serves that have streamed.
+async fn thread_streams(kite: &KiteProcess, thread: usize) -> f64 {
+    let thread = thread.to_string();
+    kite.metric("kite_thread_streams", &[("thread", thread.as_str())])
+        .await
+}
+
+/// Two streams on one proxy thread while the other streams nothing: the
+/// second moves to the other thread between two bursts, and its bytes
+/// arrive intact both ways. (Counted at accept, the two connections look
+/// like any other pair.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stream_on_a_thread_moves_to_the_idle_one() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h", "--threads", "2"]).await;
+    // Four connections, and which thread each landed on: two share one.
+    let mut conns: Vec<(TcpStream, usize)> = Vec::new();
+    let mut before = thread_loads(&kite, 2, 0).await;
+    for n in 1..=4 {
+        let (conn, name) = open(cport).await.unwrap();
+        assert_eq!(name, "b1");
+        let after = thread_loads(&kite, 2, n).await;
+        let thread = (0..2).find(|&t| after[t] > before[t]).unwrap();
+        conns.push((conn, thread));
+        before = after;
+    }
+    let busy = [0, 1]
+        .into_iter()
+        .find(|&t| conns.iter().filter(|c| c.1 == t).count() >= 2)
+        .unwrap();
+    let mut on_busy = conns.into_iter().filter(|c| c.1 == busy).map(|c| c.0);
+    let (mut first, second) = (on_busy.next().unwrap(), on_busy.next().unwrap());
+
+    // The first streams 1 MiB each way and stays open: a stream of its
+    // thread from then on.
+    let chunk: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+    let mut echoed = vec![0; chunk.len()];
+    let (mut rx, mut tx) = first.split();
+    let (written, read) = tokio::join!(tx.write_all(&chunk), rx.read_exact(&mut echoed));
+    written.unwrap();
+    read.unwrap();
+    assert!(echoed == chunk, "echo corrupted");
+    let streams = thread_streams(&kite, 0).await + thread_streams(&kite, 1).await;
+    assert_eq!(streams, 1.0);
+    assert_eq!(kite.metric("kite_connections_moved_total", &[]).await, 0.0);
+
+    // The second streams 32 MiB: it moves, once.
+    let (progress, _) = tokio::sync::watch::channel(0);
+    echo_exchange(second, 32 << 20, progress).await.unwrap();
+    assert_eq!(kite.metric("kite_connections_moved_total", &[]).await, 1.0);
+    // The first is still where it was, and still works.
+    assert_eq!(thread_streams(&kite, busy).await, 1.0);
+    first.write_all(b"still here").await.unwrap();
+    let mut got = [0; 10];
+    first.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"still here");
 }
 
 /// Idle connections hold their two sockets and nothing else: the splice

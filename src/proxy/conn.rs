@@ -1,41 +1,189 @@
 //! One client connection: wait for a slot, pick a backend, connect with
-//! failover, splice.
+//! failover, splice; and, when it streams on a proxy thread that serves two
+//! streams more than another, move there.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::net::Socket;
-use super::splice::{self, Activity, Meter};
-use super::{Load, Shared, ADMIT_WAIT, EJECT_FOR};
+use super::splice::{self, Activity, Meter, Progress, Stop};
+use super::{Placed, Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
 use crate::snapshot;
 
-/// Serves one client until both directions are done, counted in `load`
-/// meanwhile. Errors are logged here: they never reach the accept loop.
-///
-/// (`load` is a parameter rather than held by a wrapping future: a future
-/// that holds another and awaits it has room for it twice, which would
-/// add over a kilobyte to every connection.)
-pub(crate) async fn handle(
-    client: Socket,
-    port: u16,
-    load: Option<Load>,
-    shared: Arc<Shared>,
-    counters: Arc<PortMetrics>,
-) {
-    let _load = load;
-    let Some(_slot) = admit(&shared, &counters).await else {
-        return; // dropping `client` closes it
-    };
-    counters.active.inc();
-    serve(&client, port, &shared, &counters).await;
-    counters.active.dec();
+/// An accepted client connection, and what serving it takes.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) client: Socket,
+    pub(crate) port: u16,
+    /// The proxy thread that serves it, if any.
+    pub(crate) placed: Option<Placed>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) counters: Arc<PortMetrics>,
+}
+
+/// A connection's link to its backend, once it has one.
+#[derive(Debug)]
+struct Link {
+    backend: Socket,
+    addr: SocketAddr,
+    activity: Activity,
+    progress: Progress,
+    _open: Open,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// Serves the client until both directions are done, or until it moves
+    /// to another proxy thread: a task there serves the rest. Errors are
+    /// logged here: they never reach the accept loop.
+    ///
+    /// (Everything lives in `self` and in locals that are borrowed, never
+    /// moved, while the connection is served: a future has room for
+    /// whatever it moves as well as for where it moved it.)
+    pub(crate) async fn serve(self) {
+        let Some(slot) = admit(&self.shared, &self.counters).await else {
+            return; // dropping `client` closes it
+        };
+        let open = Open::new(&self.counters);
+        let activity = Activity::default();
+        // On Linux the client's socket has TCP_NODELAY from its listener.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = self.client.set_nodelay(true);
+        let (backend, addr) = match connect(self.port, &self.shared).await {
+            Ok(connected) => connected,
+            Err(err) => {
+                self.counters.failed.inc();
+                warn!("closing client connection: {err:#}");
+                return;
+            }
+        };
+        debug!(backend = %addr, "open");
+        activity.touch(); // idle from now on, not from before the connect
+        let mut link = Link {
+            backend,
+            addr,
+            activity,
+            progress: Progress::default(),
+            _open: open,
+            _slot: slot,
+        };
+        if let Some(to) = self.relay(&mut link).await {
+            self.move_to(link, to);
+        }
+    }
+
+    /// Splices until both directions are done (then logs the close), or
+    /// until, between two bursts of a stream, its thread turns out to serve
+    /// two streams more than another: then it returns that thread.
+    async fn relay(&self, link: &mut Link) -> Option<usize> {
+        let park = || {
+            self.placed
+                .as_ref()
+                .is_some_and(|p| p.should_move(&self.shared))
+        };
+        let spliced = splice::splice_resumable(
+            &self.client,
+            &link.backend,
+            Meter {
+                a_to_b: &self.counters.bytes_to_backend,
+                b_to_a: &self.counters.bytes_to_client,
+                activity: &link.activity,
+            },
+            &mut link.progress,
+            &park,
+        );
+        let result = match self.shared.idle_timeout {
+            None => spliced.await.map(Some),
+            Some(limit) => tokio::select! {
+                r = spliced => r.map(Some),
+                () = idle(&link.activity, limit) => Ok(None),
+            },
+        };
+        let (addr, ms) = (link.addr, link.activity.age().as_millis() as u64);
+        match result {
+            Ok(Some(Stop::Parked)) => return self.placed.as_ref().map(Placed::moving_to),
+            Ok(Some(Stop::Done)) => {
+                let (up, down) = link.progress.moved();
+                debug!(backend = %addr, bytes_up = up, bytes_down = down, ms, "close")
+            }
+            Ok(None) => {
+                self.counters.idle_closed.inc();
+                let idle_timeout = self.shared.idle_timeout;
+                debug!(backend = %addr, ms, ?idle_timeout, "closed: idle");
+            }
+            Err(err) => debug!(backend = %addr, ms, "closed with error: {err}"),
+        }
+        None
+    }
+
+    /// Goes on serving on proxy thread `to`: both sockets leave this
+    /// thread's runtime for that one's, and a task there takes over.
+    fn move_to(mut self, link: Link, to: usize) {
+        let shared = self.shared.clone();
+        let thread = &shared.threads[to];
+        let (client, backend) = (self.client.detach(), link.backend.detach());
+        let adopted = Socket::adopt(client, &thread.runtime)
+            .and_then(|client| Ok((client, Socket::adopt(backend, &thread.runtime)?)));
+        let (client, backend) = match adopted {
+            Ok(sockets) => sockets,
+            Err(err) => {
+                // Both sockets are closed by now: the connection is lost.
+                warn!(thread = to, "cannot move a connection, closing it: {err}");
+                return;
+            }
+        };
+        self.placed = None; // uncounted there before counted here
+        let placed = Placed::new(to, thread);
+        placed.streamed();
+        let conn = Conn {
+            client,
+            placed: Some(placed),
+            ..self
+        };
+        let link = Link { backend, ..link };
+        shared.metrics.connection_moved();
+        debug!(thread = to, "moved to a thread with fewer streams");
+        let task = resume(conn, link).instrument(tracing::Span::current());
+        shared.tracker.spawn_on(task, &thread.runtime);
+    }
+}
+
+/// The rest of a moved connection, as a task of its own. (Its type is
+/// named, unlike [`Conn::serve`]'s: a future cannot spawn one of its own
+/// type.)
+fn resume(conn: Conn, mut link: Link) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if let Some(to) = conn.relay(&mut link).await {
+            conn.move_to(link, to);
+        }
+    })
+}
+
+/// A connection counted in `kite_connections_active` until it is dropped.
+#[derive(Debug)]
+struct Open(Gauge);
+
+impl Open {
+    fn new(counters: &PortMetrics) -> Open {
+        counters.active.inc();
+        Open(counters.active.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A slot under `--max-connections`, waiting up to [`ADMIT_WAIT`] for one;
@@ -68,47 +216,6 @@ async fn admit(shared: &Shared, counters: &PortMetrics) -> Option<OwnedSemaphore
         }
     }
     permit
-}
-
-async fn serve(client: &Socket, port: u16, shared: &Shared, counters: &PortMetrics) {
-    let started = Instant::now();
-    // On Linux the client's socket has TCP_NODELAY from its listener.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = client.set_nodelay(true);
-    let (backend, addr) = match connect(port, shared).await {
-        Ok(connected) => connected,
-        Err(err) => {
-            counters.failed.inc();
-            warn!("closing client connection: {err:#}");
-            return;
-        }
-    };
-    debug!(backend = %addr, "open");
-    let activity = Activity::default();
-    let meter = Meter {
-        a_to_b: &counters.bytes_to_backend,
-        b_to_a: &counters.bytes_to_client,
-        activity: &activity,
-    };
-    let spliced = splice::splice_bidirectional(client, &backend, meter);
-    let result = match shared.idle_timeout {
-        None => spliced.await.map(Some),
-        Some(limit) => tokio::select! {
-            r = spliced => r.map(Some),
-            () = idle(&activity, limit) => Ok(None),
-        },
-    };
-    let ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(Some((up, down))) => {
-            debug!(backend = %addr, bytes_up = up, bytes_down = down, ms, "close")
-        }
-        Ok(None) => {
-            counters.idle_closed.inc();
-            debug!(backend = %addr, ms, idle_timeout = ?shared.idle_timeout, "closed: idle");
-        }
-        Err(err) => debug!(backend = %addr, ms, "closed with error: {err}"),
-    }
 }
 
 /// Returns once no byte has moved either way for `limit`.

@@ -8,6 +8,7 @@ pub mod splice;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::metrics::{Metrics, PortMetrics};
+use crate::metrics::Metrics;
 use crate::snapshot::{Ejections, Store};
 
 /// How long a backend that refused or timed out stays out of picks.
@@ -167,10 +168,13 @@ pub(crate) struct Shared {
     pub(crate) refusing: std::sync::atomic::AtomicBool,
     /// The proxy threads ([`Settings::runtimes`]), in listener order.
     threads: Vec<ProxyThread>,
+    /// Where connection tasks are counted, so that shutdown waits for
+    /// them: those of moved connections too.
+    tracker: TaskTracker,
 }
 
 impl Shared {
-    fn new(settings: &Settings, store: Arc<Store>) -> Shared {
+    fn new(settings: &Settings, store: Arc<Store>, tracker: TaskTracker) -> Shared {
         let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         Shared {
             store,
@@ -184,9 +188,13 @@ impl Shared {
             threads: (settings.runtimes.iter().enumerate())
                 .map(|(i, runtime)| ProxyThread {
                     runtime: runtime.clone(),
-                    connections: settings.metrics.thread_connections(i),
+                    load: Arc::new(ThreadLoad {
+                        connections: settings.metrics.thread_connections(i),
+                        streams: settings.metrics.thread_streams(i),
+                    }),
                 })
                 .collect(),
+            tracker,
         }
     }
 }
@@ -195,24 +203,75 @@ impl Shared {
 #[derive(Debug)]
 struct ProxyThread {
     runtime: Handle,
-    /// The client connections it serves now (`kite_thread_connections`).
-    connections: Gauge,
+    load: Arc<ThreadLoad>,
 }
 
-/// One connection counted on its proxy thread until it is dropped.
+/// What a proxy thread serves now.
 #[derive(Debug)]
-pub(crate) struct Load(Gauge);
+struct ThreadLoad {
+    /// Client connections (`kite_thread_connections`).
+    connections: Gauge,
+    /// Those of them that have streamed (`kite_thread_streams`).
+    streams: Gauge,
+}
 
-impl Load {
-    fn new(connections: &Gauge) -> Load {
-        connections.inc();
-        Load(connections.clone())
+/// A connection counted on its proxy thread until it is dropped: among the
+/// connections the thread serves, and once it has streamed among its
+/// streams too. (Small: every connection holds one.)
+#[derive(Debug)]
+pub(crate) struct Placed {
+    /// (`--threads` is a u16.)
+    thread: u16,
+    /// Where it should move, once [`Placed::should_move`] says so.
+    to: AtomicU16,
+    streamed: AtomicBool,
+    load: Arc<ThreadLoad>,
+}
+
+impl Placed {
+    fn new(thread: usize, on: &ProxyThread) -> Placed {
+        on.load.connections.inc();
+        Placed {
+            thread: u16::try_from(thread).unwrap_or(u16::MAX),
+            to: AtomicU16::new(0),
+            streamed: AtomicBool::new(false),
+            load: on.load.clone(),
+        }
+    }
+
+    /// Whether the connection, which streams, should move to another of
+    /// the `shared` proxy threads ([`fewest_streams`]); it is counted
+    /// among its thread's streams from its first call on.
+    pub(crate) fn should_move(&self, shared: &Shared) -> bool {
+        if !self.streamed.load(Ordering::Relaxed) && !self.streamed.swap(true, Ordering::Relaxed) {
+            self.load.streams.inc();
+        }
+        let me = usize::from(self.thread);
+        let to = fewest_streams(shared.threads.iter().map(|t| t.load.streams.get()), me);
+        // `to` is `me` or a thread's index: a u16 as `me` is.
+        self.to.store(to as u16, Ordering::Relaxed);
+        to != me
+    }
+
+    /// The thread [`Placed::should_move`] last named.
+    pub(crate) fn moving_to(&self) -> usize {
+        usize::from(self.to.load(Ordering::Relaxed))
+    }
+
+    /// Counts the connection among its thread's streams, as it was on the
+    /// thread it moved from.
+    fn streamed(&self) {
+        self.streamed.store(true, Ordering::Relaxed);
+        self.load.streams.inc();
     }
 }
 
-impl Drop for Load {
+impl Drop for Placed {
     fn drop(&mut self) {
-        self.0.dec();
+        self.load.connections.dec();
+        if self.streamed.load(Ordering::Relaxed) {
+            self.load.streams.dec();
+        }
     }
 }
 
@@ -227,6 +286,17 @@ impl Drop for Load {
 /// imbalance moves one: 9 against 7 or 7 against 4 does not, and no
 /// thread ends up with more than four over another.
 fn least_loaded(loads: impl IntoIterator<Item = i64>, me: usize) -> usize {
+    match mine_and_least(loads, me) {
+        Some((mine, (i, least))) if least + 3 < mine || (least + 1 < mine && 2 * least <= mine) => {
+            i
+        }
+        _ => me,
+    }
+}
+
+/// Of per-thread `loads`, thread `me`'s, and the least with its thread (the
+/// first of equals); `None` if `me` is not among them.
+fn mine_and_least(loads: impl IntoIterator<Item = i64>, me: usize) -> Option<(i64, (usize, i64))> {
     let mut mine = None;
     let mut least: Option<(usize, i64)> = None;
     for (i, load) in loads.into_iter().enumerate() {
@@ -237,12 +307,20 @@ fn least_loaded(loads: impl IntoIterator<Item = i64>, me: usize) -> usize {
             least = Some((i, load));
         }
     }
-    match (mine, least) {
-        (Some(mine), Some((i, least)))
-            if least + 3 < mine || (least + 1 < mine && 2 * least <= mine) =>
-        {
-            i
-        }
+    Some((mine?, least?))
+}
+
+/// Where a connection on thread `me` that has just started to stream is
+/// served, given how many streaming connections each thread serves (itself
+/// counted): by the thread with the fewest, when that has at least two
+/// fewer; else by `me`. The spread of connections at accept cannot tell a
+/// stream from a control connection that stays quiet (iperf3 has one, FTP
+/// too), so streams can pile up on one thread while another idles; moving
+/// one costs four epoll_ctl(2) calls and a wake-up, once. A move leaves both
+/// threads within one of each other, so nothing moves back.
+fn fewest_streams(streams: impl IntoIterator<Item = i64>, me: usize) -> usize {
+    match mine_and_least(streams, me) {
+        Some((mine, (i, least))) if least + 1 < mine => i,
         _ => me,
     }
 }
@@ -256,7 +334,7 @@ pub async fn serve(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    let shared = Arc::new(Shared::new(&settings, store.clone()));
+    let shared = Arc::new(Shared::new(&settings, store.clone(), tracker.clone()));
     info!(max_connections = shared.max_connections, "connection limit");
     let mut listeners: HashMap<u16, CancellationToken> = HashMap::new();
     let mut changes = store.subscribe();
@@ -347,10 +425,11 @@ async fn accept_loop(
                 backoff = ACCEPT_BACKOFF_MIN;
                 counters.accepted.inc();
                 let thread = me.map(|me| {
-                    let loads = shared.threads.iter().map(|t| t.connections.get());
-                    &shared.threads[least_loaded(loads, me)]
+                    let loads = shared.threads.iter().map(|t| t.load.connections.get());
+                    least_loaded(loads, me)
                 });
-                let runtime = thread.map_or_else(Handle::current, |t| t.runtime.clone());
+                let runtime =
+                    thread.map_or_else(Handle::current, |i| shared.threads[i].runtime.clone());
                 let client = match net::Socket::adopt(stream, &runtime) {
                     Ok(client) => client,
                     Err(err) => {
@@ -358,8 +437,14 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let load = thread.map(|t| Load::new(&t.connections));
-                let task = connection_task(client, peer, port, load, &shared, &counters);
+                let conn = conn::Conn {
+                    client,
+                    port,
+                    placed: thread.map(|i| Placed::new(i, &shared.threads[i])),
+                    shared: shared.clone(),
+                    counters: counters.clone(),
+                };
+                let task = connection_task(conn, peer);
                 tracker.spawn_on(task, &runtime);
             }
             Err(err) if is_transient_accept_error(&err) => debug!(port, "accept: {err}"),
@@ -378,15 +463,11 @@ async fn accept_loop(
 
 /// The task that serves one accepted connection, in a span that names it.
 fn connection_task(
-    client: net::Socket,
+    conn: conn::Conn,
     peer: SocketAddr,
-    port: u16,
-    load: Option<Load>,
-    shared: &Arc<Shared>,
-    counters: &Arc<PortMetrics>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let span = tracing::debug_span!("conn", port, client = %peer);
-    conn::handle(client, port, load, shared.clone(), counters.clone()).instrument(span)
+    let span = tracing::debug_span!("conn", port = conn.port, client = %peer);
+    conn.serve().instrument(span)
 }
 
 /// Errors about one connection that died before we accepted it.
@@ -413,10 +494,23 @@ mod tests {
         let (_client, accepted) = tokio::join!(net::Socket::connect(addr), listener.accept());
         let (client, peer) = accepted.unwrap();
         let settings = Settings::new(addr.ip());
-        let shared = Arc::new(Shared::new(&settings, Arc::default()));
+        let shared = Arc::new(Shared::new(&settings, Arc::default(), TaskTracker::new()));
         let counters = Arc::new(shared.metrics.port(addr.port()));
-        let load = Some(Load::new(&shared.metrics.thread_connections(0)));
-        let task = connection_task(client, peer, addr.port(), load, &shared, &counters);
+        let thread = ProxyThread {
+            runtime: Handle::current(),
+            load: Arc::new(ThreadLoad {
+                connections: shared.metrics.thread_connections(0),
+                streams: shared.metrics.thread_streams(0),
+            }),
+        };
+        let conn = conn::Conn {
+            client,
+            port: addr.port(),
+            placed: Some(Placed::new(0, &thread)),
+            shared: shared.clone(),
+            counters,
+        };
+        let task = connection_task(conn, peer);
         let size = std::mem::size_of_val(&task);
         eprintln!("a connection's task: {size} bytes");
         assert!(size <= CONNECTION_TASK_MAX, "{size} bytes");
@@ -445,5 +539,29 @@ mod tests {
         assert_eq!(least_loaded([7, 4], 0), 0);
         assert_eq!(least_loaded([8, 4], 0), 1);
         assert_eq!(least_loaded([9, 5], 0), 1);
+    }
+
+    /// A connection that streams moves to the thread with the fewest
+    /// streams when that serves at least two fewer, itself counted where
+    /// it is: so no move can be undone by the next.
+    #[test]
+    fn streams_move_only_from_two_over() {
+        assert_eq!(fewest_streams([1, 0], 0), 0);
+        assert_eq!(fewest_streams([2, 0], 0), 1);
+        assert_eq!(fewest_streams([2, 1], 0), 0);
+        assert_eq!(fewest_streams([3, 1], 0), 1);
+        assert_eq!(fewest_streams([0, 2], 1), 0);
+        assert_eq!(fewest_streams([2, 2, 0], 1), 2);
+        assert_eq!(fewest_streams([2, 1, 2], 0), 0);
+        assert_eq!(fewest_streams([5], 0), 0);
+        // After any move the two are within one of each other or the
+        // mover's count is still the higher: it never wants back.
+        for mine in 1..8 {
+            for other in 0..8 {
+                if fewest_streams([mine, other], 0) == 1 {
+                    assert_eq!(fewest_streams([mine - 1, other + 1], 1), 1);
+                }
+            }
+        }
     }
 }

@@ -81,6 +81,12 @@ impl Socket {
         Socket::register(stream)
     }
 
+    /// Takes the socket off its runtime (one epoll_ctl(2) call), for
+    /// [`Socket::adopt`] by another.
+    pub(crate) fn detach(self) -> mio::net::TcpStream {
+        self.fd.into_inner()
+    }
+
     /// Takes over a tokio stream (`kite attach --listen`, tests): it is
     /// registered anew, which costs two epoll_ctl(2) calls.
     pub fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Socket> {

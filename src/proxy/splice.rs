@@ -15,8 +15,11 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, ErrorKind, Read, Write};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -47,6 +50,11 @@ impl Activity {
     pub fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since it was made.
+    pub fn age(&self) -> Duration {
+        self.start.elapsed()
     }
 
     /// How long no byte has moved either way.
@@ -104,25 +112,123 @@ pub async fn splice_bidirectional(
     b: &Socket,
     meter: Meter<'_>,
 ) -> io::Result<(u64, u64)> {
-    let one_ended = AtomicBool::new(false);
-    // try_join returns at the first error, dropping the other half.
-    tokio::try_join!(
-        one_way(a, b, &one_ended, |n| meter.moved(meter.a_to_b, n)),
-        one_way(b, a, &one_ended, |n| meter.moved(meter.b_to_a, n))
-    )
+    let mut progress = Progress::default();
+    splice_resumable(a, b, meter, &mut progress, &|| false).await?;
+    Ok(progress.moved())
+}
+
+/// How far a splice has come: enough to go on with it from where it
+/// stopped, on this thread or another (see [`splice_resumable`]).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// a → b.
+    up: Way,
+    /// b → a.
+    down: Way,
+}
+
+impl Progress {
+    /// The bytes moved a → b and b → a so far.
+    pub fn moved(&self) -> (u64, u64) {
+        let moved = |way: &Way| way.moved.load(Ordering::Relaxed);
+        (moved(&self.up), moved(&self.down))
+    }
+}
+
+/// One direction of a splice, as it stood when it last had nothing in hand
+/// (see [`one_way`]). All of it is set and read by the one task that runs
+/// both directions: Relaxed suffices, which costs no more than plain
+/// fields.
+#[derive(Debug, Default)]
+struct Way {
+    moved: AtomicU64,
+    /// Its last read filled the buffer: the next burst takes a pipe.
+    streaming: AtomicBool,
+    ended: AtomicBool,
+    /// Whether it waits for its source to become readable with nothing in
+    /// hand (no pipe, no bytes held back), so that it may stop right there
+    /// and go on later from its `Way` alone. Kept up to date as it runs.
+    resting: AtomicBool,
+}
+
+/// Why [`splice_resumable`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Both directions have ended.
+    Done,
+    /// It stopped because `park` asked it to, with nothing in flight:
+    /// both sockets may now move to another thread and the splice go on
+    /// there with the same [`Progress`].
+    Parked,
+}
+
+/// [`splice_bidirectional`] that can stop halfway and go on later, on
+/// another thread even. Between the bursts of a direction that streams (a
+/// read filled the buffer, where a small exchange would not), while the
+/// other direction is at rest, it asks `park`; on `true` the splice stops
+/// there, with no byte held in user space or in a pipe, and returns
+/// [`Stop::Parked`]. `progress` then holds all it needs to go on: called
+/// again with it, on the same sockets (registered anew with another
+/// runtime, say), the splice resumes.
+pub async fn splice_resumable(
+    a: &Socket,
+    b: &Socket,
+    meter: Meter<'_>,
+    progress: &mut Progress,
+    park: &(impl Fn() -> bool + Sync),
+) -> io::Result<Stop> {
+    let p = &*progress;
+    let mut up_done = p.up.ended.load(Ordering::Relaxed);
+    let mut down_done = p.down.ended.load(Ordering::Relaxed);
+    let mut a_to_b = pin!(one_way(a, b, (&p.up, &p.down), park, |n| {
+        meter.moved(meter.a_to_b, n)
+    }));
+    let mut b_to_a = pin!(one_way(b, a, (&p.down, &p.up), park, |n| {
+        meter.moved(meter.b_to_a, n)
+    }));
+    // Both directions run in this one task, polled in turn; the first error
+    // ends both, as does a park (which happens only while the other
+    // direction rests, so dropping it loses nothing).
+    std::future::poll_fn(|cx| {
+        if !up_done {
+            match a_to_b.as_mut().poll(cx)? {
+                Poll::Ready(Stop::Done) => up_done = true,
+                Poll::Ready(Stop::Parked) => return Poll::Ready(Ok(Stop::Parked)),
+                Poll::Pending => {}
+            }
+        }
+        if !down_done {
+            match b_to_a.as_mut().poll(cx)? {
+                Poll::Ready(Stop::Done) => down_done = true,
+                Poll::Ready(Stop::Parked) => return Poll::Ready(Ok(Stop::Parked)),
+                Poll::Pending => {}
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(Ok(Stop::Done))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Moves `from` → `to` until `from` reaches end of stream, then shuts down
-/// writing on `to` so its peer sees the end too, unless the other
-/// direction has ended already (`one_ended`): then `to`'s input has ended,
-/// and the close that follows the splice sends the FIN. Returns the bytes
-/// moved.
+/// writing on `to` so its peer sees the end too, unless the `other`
+/// direction has ended already: then `to`'s input has ended, and the close
+/// that follows the splice sends the FIN.
+/// It goes on from where `way` stood, and leaves there where it stands when
+/// it returns.
 ///
 /// Each wake-up starts with a read into this thread's buffer, written
 /// straight out. A read that fills the buffer marks the direction as
 /// streaming: its next bursts go through a pipe until one turns out small
 /// again. While no bytes come, the direction holds neither a pipe nor a
 /// buffer.
+///
+/// Between bursts of a stream, when the `other` direction rests, it asks
+/// `park`, and returns [`Stop::Parked`] on `true` before it waits again:
+/// nothing is in hand then.
 ///
 /// Only a read decides that `from` is drained or has ended. splice(2) says
 /// EAGAIN at TCP urgent data, and 0 there once a FIN has come, although
@@ -133,13 +239,25 @@ pub async fn splice_bidirectional(
 async fn one_way(
     from: &Socket,
     to: &Socket,
-    one_ended: &AtomicBool,
+    (way, other): (&Way, &Way),
+    park: &(impl Fn() -> bool + Sync),
     moved_now: impl Fn(usize),
-) -> io::Result<u64> {
-    let mut moved = 0;
-    let mut streaming = false;
+) -> io::Result<Stop> {
+    let mut moved = way.moved.load(Ordering::Relaxed);
+    let mut streaming = way.streaming.load(Ordering::Relaxed);
     loop {
-        let mut ready = from.fd.ready(READ_INTEREST).await?;
+        // Nothing in hand here: all that going on takes is put in `way`,
+        // since this direction may stop here, or be dropped while it waits
+        // below (when the other one parks).
+        way.moved.store(moved, Ordering::Relaxed);
+        way.streaming.store(streaming, Ordering::Relaxed);
+        if streaming && other.resting.load(Ordering::Relaxed) && park() {
+            return Ok(Stop::Parked);
+        }
+        way.resting.store(true, Ordering::Relaxed);
+        let ready = from.fd.ready(READ_INTEREST).await;
+        way.resting.store(false, Ordering::Relaxed);
+        let mut ready = ready?;
         #[cfg(target_os = "linux")]
         if std::mem::take(&mut streaming) {
             if let Ok(pipe) = pipes::take() {
@@ -166,11 +284,13 @@ async fn one_way(
             }
         }
     }
-    // Both directions run in one task, so Relaxed is enough.
-    if !one_ended.swap(true, Ordering::Relaxed) {
+    way.moved.store(moved, Ordering::Relaxed);
+    way.ended.store(true, Ordering::Relaxed);
+    way.resting.store(true, Ordering::Relaxed);
+    if !other.ended.load(Ordering::Relaxed) {
         shutdown_write(to)?;
     }
-    Ok(moved)
+    Ok(Stop::Done)
 }
 
 /// What one read of [`forward`] found.
@@ -532,7 +652,13 @@ mod tests {
 
     /// Runs a test body, failing it if it takes longer than [`LIMIT`].
     async fn bounded(body: impl Future<Output = ()>) {
-        timeout(LIMIT, body).await.expect("test hangs");
+        bounded_value(body).await
+    }
+
+    /// The value of a test body, failing it if it takes longer than
+    /// [`LIMIT`].
+    async fn bounded_value<T>(body: impl Future<Output = T>) -> T {
+        timeout(LIMIT, body).await.expect("test hangs")
     }
 
     /// Waits for the relay task, which must end within [`LIMIT`].
@@ -764,6 +890,21 @@ mod tests {
         bounded(urgent_data(Via::Copy)).await;
     }
 
+    /// `n` requests of 1 KiB from `client`, each answered by `backend`
+    /// with 1 KiB, through a relay; both checked.
+    async fn small_exchanges(client: &mut TcpStream, backend: &mut TcpStream, n: usize) {
+        let (request, answer) = (random_bytes(1024), random_bytes(1024));
+        for _ in 0..n {
+            client.write_all(&request).await.unwrap();
+            let mut got = vec![0; request.len()];
+            backend.read_exact(&mut got).await.unwrap();
+            assert!(got == request, "request corrupted");
+            backend.write_all(&answer).await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            assert!(got == answer, "answer corrupted");
+        }
+    }
+
     /// Request and answer of 1 KiB, a hundred times on one connection,
     /// then a 4 MiB stream: the small exchanges take no pipe (they go
     /// through the shared buffer), the stream does.
@@ -775,19 +916,7 @@ mod tests {
         let taken = std::sync::Arc::new(AtomicU64::new(0));
         let counted = pipes::PIPES_TAKEN.scope(taken.clone(), relay(Via::Public, a, b));
         let task = tokio::spawn(counted);
-        let (request, answer) = (random_bytes(1024), random_bytes(1024));
-        bounded(async {
-            for _ in 0..100 {
-                client.write_all(&request).await.unwrap();
-                let mut got = vec![0; request.len()];
-                backend.read_exact(&mut got).await.unwrap();
-                assert!(got == request, "request corrupted");
-                backend.write_all(&answer).await.unwrap();
-                client.read_exact(&mut got).await.unwrap();
-                assert!(got == answer, "answer corrupted");
-            }
-        })
-        .await;
+        bounded(small_exchanges(&mut client, &mut backend, 100)).await;
         assert_eq!(
             taken.load(Ordering::Relaxed),
             0,
@@ -795,7 +924,7 @@ mod tests {
         );
         // The same again, then the stream; the relay ends with both sides.
         bounded(async {
-            client.write_all(&request).await.unwrap();
+            client.write_all(&random_bytes(1024)).await.unwrap();
             client.write_all(&random_bytes(4 << 20)).await.unwrap();
             client.shutdown().await.unwrap();
             assert_eq!(receive_all(&mut backend).await.1, 1024 + (4 << 20));
@@ -848,6 +977,115 @@ mod tests {
         abort(backend);
         assert!(finish(task).await.is_err(), "{via:?}: reset not reported");
         sending.await.unwrap();
+    }
+
+    /// A tokio stream as a mio one, registered nowhere.
+    fn unregistered(stream: TcpStream) -> mio::net::TcpStream {
+        mio::net::TcpStream::from_std(stream.into_std().unwrap())
+    }
+
+    /// When the splice asks to park.
+    type Park = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+    /// One leg of a relay that hops between runtimes: splices on the
+    /// runtime it runs on, whose reactor its sockets are registered with,
+    /// until done or parked, and hands everything back.
+    async fn leg(
+        a: Socket,
+        b: Socket,
+        mut progress: Progress,
+        (up, down): (Counter, Counter),
+        park: Park,
+    ) -> (Socket, Socket, Progress, io::Result<Stop>) {
+        let activity = Activity::default();
+        let meter = Meter {
+            a_to_b: &up,
+            b_to_a: &down,
+            activity: &activity,
+        };
+        let stop = splice_resumable(&a, &b, meter, &mut progress, &|| park()).await;
+        (a, b, progress, stop)
+    }
+
+    /// A relay between `a` and `b` that starts on the first of `runtimes`
+    /// and, each time it parks, takes its sockets off that runtime and goes
+    /// on on the next: what the proxy does when a connection moves to
+    /// another thread. Returns the bytes moved each way and the moves.
+    async fn hopping_relay(
+        (a, b): (TcpStream, TcpStream),
+        runtimes: Vec<tokio::runtime::Handle>,
+        park: Park,
+    ) -> io::Result<((u64, u64), usize)> {
+        let (mut a, mut b) = (unregistered(a), unregistered(b));
+        let (up, down) = (Counter::default(), Counter::default());
+        let mut progress = Progress::default();
+        for hop in 0.. {
+            let runtime = &runtimes[hop % runtimes.len()];
+            let (on_a, on_b) = (Socket::adopt(a, runtime)?, Socket::adopt(b, runtime)?);
+            let counters = (up.clone(), down.clone());
+            let running = runtime.spawn(leg(on_a, on_b, progress, counters, park.clone()));
+            let (on_a, on_b, back, stop) = running.await.unwrap();
+            progress = back;
+            match stop? {
+                Stop::Done => {
+                    let moved = progress.moved();
+                    assert_eq!((up.get(), down.get()), moved, "metered bytes");
+                    return Ok((moved, hop));
+                }
+                Stop::Parked => (a, b) = (on_a.detach(), on_b.detach()),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Small exchanges never ask to park; streams do, between bursts, and a
+    /// splice parked again and again goes on where it stopped on another
+    /// thread, its sockets registered anew there, with every byte intact
+    /// both ways and the half-closes passed on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parked_splice_goes_on_on_another_thread() {
+        let (mut client, a) = socket_pair().await;
+        let (b, mut backend) = socket_pair().await;
+        let threads = crate::proxy::Threads::start(2).unwrap();
+        let asked = std::sync::Arc::new(AtomicU64::new(0));
+        let park: Park = {
+            let asked = asked.clone();
+            // Every third time it is asked, up to 30 moves.
+            std::sync::Arc::new(move || {
+                let n = asked.fetch_add(1, Ordering::Relaxed) + 1;
+                n.is_multiple_of(3) && n <= 90
+            })
+        };
+        let runtimes = threads.runtimes().to_vec();
+        let relay = tokio::spawn(hopping_relay((a, b), runtimes, park));
+
+        bounded(small_exchanges(&mut client, &mut backend, 50)).await;
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "small exchanges asked");
+
+        let (up, down) = (24 << 20, 16 << 20);
+        let (client_rx, client_tx) = client.into_split();
+        let (backend_rx, backend_tx) = backend.into_split();
+        let ((sent_up, sent_down, got_up, got_down), relayed) = bounded_value(async {
+            let exchange = async {
+                tokio::join!(
+                    send_random(client_tx, up),
+                    send_random(backend_tx, down),
+                    receive_all(backend_rx),
+                    receive_all(client_rx),
+                )
+            };
+            tokio::join!(exchange, async { relay.await.unwrap() })
+        })
+        .await;
+        assert_eq!(got_up, (sent_up, up), "client → backend corrupted");
+        assert_eq!(got_down, (sent_down, down), "backend → client corrupted");
+        let (moved, hops) = relayed.unwrap();
+        assert_eq!(moved, (50 * 1024 + up as u64, 50 * 1024 + down as u64));
+        eprintln!(
+            "{hops} moves, asked {} times",
+            asked.load(Ordering::Relaxed)
+        );
+        assert!(hops >= 5, "parked only {hops} times");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
