@@ -482,7 +482,7 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
 mod tests {
     use super::*;
 
-    /// About 1.5 KB in a debug build; held twice, a task would be over 3 KB.
+    /// About 1.8 KB in a debug build; held twice, a task would be over 3 KB.
     const CONNECTION_TASK_MAX: usize = 2048;
 
     /// A connection's task, which every open connection holds, stays small:
