@@ -789,6 +789,12 @@ async fn discovery_runs_below_the_proxy_threads() {
     );
 }
 
+/// Metric `name` of proxy thread `thread`.
+async fn thread_metric(kite: &KiteProcess, name: &str, thread: usize) -> f64 {
+    let thread = thread.to_string();
+    kite.metric(name, &[("thread", thread.as_str())]).await
+}
+
 /// The connections each of `n` proxy threads serves, once they add up to
 /// `total` (a probe connection may still be closing).
 async fn thread_loads(kite: &KiteProcess, n: usize, total: i64) -> Vec<i64> {
@@ -796,9 +802,7 @@ async fn thread_loads(kite: &KiteProcess, n: usize, total: i64) -> Vec<i64> {
     for _ in 0..100 {
         loads.clear();
         for thread in 0..n {
-            let thread = thread.to_string();
-            let labels = [("thread", thread.as_str())];
-            loads.push(kite.metric("kite_thread_connections", &labels).await as i64);
+            loads.push(thread_metric(kite, "kite_thread_connections", thread).await as i64);
         }
         if loads.iter().sum::<i64>() == total {
             break;
@@ -836,9 +840,7 @@ async fn connections_are_spread_evenly_over_the_proxy_threads() {
 
 /// The connections proxy thread `thread` serves that have streamed.
 async fn thread_streams(kite: &KiteProcess, thread: usize) -> f64 {
-    let thread = thread.to_string();
-    kite.metric("kite_thread_streams", &[("thread", thread.as_str())])
-        .await
+    thread_metric(kite, "kite_thread_streams", thread).await
 }
 
 /// Two streams on one proxy thread while the other streams nothing: the

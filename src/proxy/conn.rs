@@ -144,7 +144,7 @@ impl Conn {
         };
         self.placed = None; // uncounted there before counted here
         let placed = Placed::new(to, thread);
-        placed.streamed();
+        placed.count_as_stream(); // as it was where it came from
         let conn = Conn {
             client,
             placed: Some(placed),

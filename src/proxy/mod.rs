@@ -186,13 +186,7 @@ impl Shared {
             max_connections: slots,
             refusing: Default::default(),
             threads: (settings.runtimes.iter().enumerate())
-                .map(|(i, runtime)| ProxyThread {
-                    runtime: runtime.clone(),
-                    load: Arc::new(ThreadLoad {
-                        connections: settings.metrics.thread_connections(i),
-                        streams: settings.metrics.thread_streams(i),
-                    }),
-                })
+                .map(|(i, runtime)| ProxyThread::new(i, runtime.clone(), &settings.metrics))
                 .collect(),
             tracker,
         }
@@ -204,6 +198,19 @@ impl Shared {
 struct ProxyThread {
     runtime: Handle,
     load: Arc<ThreadLoad>,
+}
+
+impl ProxyThread {
+    /// Proxy thread `i`, on `runtime`, counted in `metrics`.
+    fn new(i: usize, runtime: Handle, metrics: &Metrics) -> ProxyThread {
+        ProxyThread {
+            runtime,
+            load: Arc::new(ThreadLoad {
+                connections: metrics.thread_connections(i),
+                streams: metrics.thread_streams(i),
+            }),
+        }
+    }
 }
 
 /// What a proxy thread serves now.
@@ -243,9 +250,7 @@ impl Placed {
     /// the `shared` proxy threads ([`fewest_streams`]); it is counted
     /// among its thread's streams from its first call on.
     pub(crate) fn should_move(&self, shared: &Shared) -> bool {
-        if !self.streamed.load(Ordering::Relaxed) && !self.streamed.swap(true, Ordering::Relaxed) {
-            self.load.streams.inc();
-        }
+        self.count_as_stream();
         let me = usize::from(self.thread);
         let to = fewest_streams(shared.threads.iter().map(|t| t.load.streams.get()), me);
         // `to` is `me` or a thread's index: a u16 as `me` is.
@@ -258,11 +263,11 @@ impl Placed {
         usize::from(self.to.load(Ordering::Relaxed))
     }
 
-    /// Counts the connection among its thread's streams, as it was on the
-    /// thread it moved from.
-    fn streamed(&self) {
-        self.streamed.store(true, Ordering::Relaxed);
-        self.load.streams.inc();
+    /// Counts the connection among its thread's streams, once.
+    fn count_as_stream(&self) {
+        if !self.streamed.load(Ordering::Relaxed) && !self.streamed.swap(true, Ordering::Relaxed) {
+            self.load.streams.inc();
+        }
     }
 }
 
@@ -496,13 +501,7 @@ mod tests {
         let settings = Settings::new(addr.ip());
         let shared = Arc::new(Shared::new(&settings, Arc::default(), TaskTracker::new()));
         let counters = Arc::new(shared.metrics.port(addr.port()));
-        let thread = ProxyThread {
-            runtime: Handle::current(),
-            load: Arc::new(ThreadLoad {
-                connections: shared.metrics.thread_connections(0),
-                streams: shared.metrics.thread_streams(0),
-            }),
-        };
+        let thread = ProxyThread::new(0, Handle::current(), &shared.metrics);
         let conn = conn::Conn {
             client,
             port: addr.port(),

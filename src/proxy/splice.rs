@@ -217,8 +217,8 @@ pub async fn splice_resumable(
 /// writing on `to` so its peer sees the end too, unless the `other`
 /// direction has ended already: then `to`'s input has ended, and the close
 /// that follows the splice sends the FIN.
-/// It goes on from where `way` stood, and leaves there where it stands when
-/// it returns.
+/// It goes on from where `way` stood, and leaves in it where it stands
+/// when it returns.
 ///
 /// Each wake-up starts with a read into this thread's buffer, written
 /// straight out. A read that fills the buffer marks the direction as
