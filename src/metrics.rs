@@ -44,6 +44,12 @@ pub struct ThreadLabel {
     pub thread: u16,
 }
 
+/// Proxy thread `thread`'s gauge of `family`.
+fn of_thread(family: &Family<ThreadLabel, Gauge>, thread: usize) -> Gauge {
+    let thread = u16::try_from(thread).unwrap_or(u16::MAX);
+    family.get_or_create_owned(&ThreadLabel { thread })
+}
+
 /// Labels of the AWS API call counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
@@ -77,6 +83,7 @@ pub struct Metrics {
     runtime_tasks: Gauge,
     thread_connections: Family<ThreadLabel, Gauge>,
     thread_streams: Family<ThreadLabel, Gauge>,
+    thread_persistent: Family<ThreadLabel, Gauge>,
     connections_moved: Counter,
 }
 
@@ -132,6 +139,7 @@ impl Metrics {
             runtime_tasks: Gauge::default(),
             thread_connections: Family::default(),
             thread_streams: Family::default(),
+            thread_persistent: Family::default(),
             connections_moved: Counter::default(),
         };
         m.register()
@@ -245,8 +253,13 @@ impl Metrics {
             self.thread_streams.clone(),
         );
         r.register(
+            "thread_persistent",
+            "Client connections each proxy thread serves that go on exchanging past their first 100 ms without streaming",
+            self.thread_persistent.clone(),
+        );
+        r.register(
             "connections_moved",
-            "Streaming connections moved to a proxy thread with fewer streams",
+            "Connections moved to a proxy thread with fewer of their kind (streams, or persistent connections)",
             self.connections_moved.clone(),
         );
         self
@@ -254,17 +267,19 @@ impl Metrics {
 
     /// The gauge of the connections proxy thread `thread` serves.
     pub fn thread_connections(&self, thread: usize) -> Gauge {
-        let thread = u16::try_from(thread).unwrap_or(u16::MAX);
-        self.thread_connections
-            .get_or_create_owned(&ThreadLabel { thread })
+        of_thread(&self.thread_connections, thread)
     }
 
     /// The gauge of the connections proxy thread `thread` serves that have
     /// streamed.
     pub fn thread_streams(&self, thread: usize) -> Gauge {
-        let thread = u16::try_from(thread).unwrap_or(u16::MAX);
-        self.thread_streams
-            .get_or_create_owned(&ThreadLabel { thread })
+        of_thread(&self.thread_streams, thread)
+    }
+
+    /// The gauge of the persistent connections proxy thread `thread`
+    /// serves: still exchanging past their first 100 ms, without streaming.
+    pub fn thread_persistent(&self, thread: usize) -> Gauge {
+        of_thread(&self.thread_persistent, thread)
     }
 
     /// Counts a connection moved to another proxy thread.

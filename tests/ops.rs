@@ -843,6 +843,28 @@ async fn thread_streams(kite: &KiteProcess, thread: usize) -> f64 {
     thread_metric(kite, "kite_thread_streams", thread).await
 }
 
+/// Opens four connections through a kite with two proxy threads (Echo
+/// backend, name line read), finds a thread that two of them share, and
+/// returns it and those two; the other connections are closed.
+async fn two_on_one_thread(kite: &KiteProcess, cport: u16) -> (usize, TcpStream, TcpStream) {
+    let mut conns: Vec<(TcpStream, usize)> = Vec::new();
+    let mut before = thread_loads(kite, 2, 0).await;
+    for n in 1..=4 {
+        let (conn, name) = open(cport).await.unwrap();
+        assert_eq!(name, "b1");
+        let after = thread_loads(kite, 2, n).await;
+        let thread = (0..2).find(|&t| after[t] > before[t]).unwrap();
+        conns.push((conn, thread));
+        before = after;
+    }
+    let busy = [0, 1]
+        .into_iter()
+        .find(|&t| conns.iter().filter(|c| c.1 == t).count() >= 2)
+        .unwrap();
+    let mut on_busy = conns.into_iter().filter(|c| c.1 == busy).map(|c| c.0);
+    (busy, on_busy.next().unwrap(), on_busy.next().unwrap())
+}
+
 /// Two streams on one proxy thread while the other streams nothing: the
 /// second moves to the other thread between two bursts, and its bytes
 /// arrive intact both ways. (Counted at accept, the two connections look
@@ -855,23 +877,7 @@ async fn a_second_stream_on_a_thread_moves_to_the_idle_one() {
         cport,
         kite,
     } = scene("b1", &["--refresh", "1h", "--threads", "2"]).await;
-    // Four connections, and which thread each landed on: two share one.
-    let mut conns: Vec<(TcpStream, usize)> = Vec::new();
-    let mut before = thread_loads(&kite, 2, 0).await;
-    for n in 1..=4 {
-        let (conn, name) = open(cport).await.unwrap();
-        assert_eq!(name, "b1");
-        let after = thread_loads(&kite, 2, n).await;
-        let thread = (0..2).find(|&t| after[t] > before[t]).unwrap();
-        conns.push((conn, thread));
-        before = after;
-    }
-    let busy = [0, 1]
-        .into_iter()
-        .find(|&t| conns.iter().filter(|c| c.1 == t).count() >= 2)
-        .unwrap();
-    let mut on_busy = conns.into_iter().filter(|c| c.1 == busy).map(|c| c.0);
-    let (mut first, second) = (on_busy.next().unwrap(), on_busy.next().unwrap());
+    let (busy, mut first, second) = two_on_one_thread(&kite, cport).await;
 
     // The first streams 1 MiB each way and stays open: a stream of its
     // thread from then on.
@@ -896,6 +902,69 @@ async fn a_second_stream_on_a_thread_moves_to_the_idle_one() {
     let mut got = [0; 10];
     first.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"still here");
+}
+
+/// The persistent connections proxy thread `thread` serves.
+async fn thread_persistent(kite: &KiteProcess, thread: usize) -> f64 {
+    thread_metric(kite, "kite_thread_persistent", thread).await
+}
+
+/// A small message on an Echo connection, and its echo.
+async fn ping(conn: &mut TcpStream, message: &[u8]) {
+    conn.write_all(message).await.unwrap();
+    let mut echoed = vec![0; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(echoed, message);
+}
+
+/// Two persistent connections (small exchanges going on past their first
+/// 100 ms) on one proxy thread while the other has none: the second moves
+/// to the other thread between two exchanges, once, and both keep working.
+/// Exchanges within a connection's first 100 ms move nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_persistent_connection_on_a_thread_moves_to_the_idle_one() {
+    let Scene {
+        fake: _fake,
+        backend: _backend,
+        cport,
+        kite,
+    } = scene("b1", &["--refresh", "1h", "--threads", "2"]).await;
+    let opened = std::time::Instant::now();
+    let (busy, mut first, mut second) = two_on_one_thread(&kite, cport).await;
+    let moved = || kite.metric("kite_connections_moved_total", &[]);
+    let persistent = || async {
+        [
+            thread_persistent(&kite, 0).await,
+            thread_persistent(&kite, 1).await,
+        ]
+    };
+
+    ping(&mut first, b"one").await;
+    ping(&mut second, b"two").await;
+    // (A machine this slow says nothing about the first 100 ms.)
+    if opened.elapsed() < Duration::from_millis(60) {
+        assert_eq!(persistent().await, [0.0, 0.0], "short-lived so far");
+    }
+    assert_eq!(moved().await, 0.0);
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ping(&mut first, b"three").await;
+    let mut expected = [0.0, 0.0];
+    expected[busy] = 1.0;
+    assert_eq!(persistent().await, expected, "one against none: no move");
+    assert_eq!(moved().await, 0.0);
+
+    ping(&mut second, b"four").await;
+    assert_eq!(moved().await, 1.0);
+    assert_eq!(persistent().await, [1.0, 1.0]);
+    for _ in 0..10 {
+        ping(&mut first, b"five").await;
+        ping(&mut second, b"six").await;
+    }
+    assert_eq!(moved().await, 1.0, "nothing moves back");
 }
 
 /// Idle connections hold their two sockets and nothing else: the splice

@@ -1,6 +1,6 @@
 //! One client connection: wait for a slot, pick a backend, connect with
-//! failover, splice; and, when it streams on a proxy thread that serves two
-//! streams more than another, move there.
+//! failover, splice; and, when it streams or goes on exchanging on a proxy
+//! thread that serves two such connections more than another, move there.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::net::Socket;
 use super::splice::{self, Activity, Meter, Progress, Stop};
-use super::{Placed, Shared, ADMIT_WAIT, EJECT_FOR};
+use super::{Kind, Placed, Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
 use crate::snapshot;
 
@@ -83,13 +83,22 @@ impl Conn {
     }
 
     /// Splices until both directions are done (then logs the close), or
-    /// until, between two bursts of a stream, its thread turns out to serve
-    /// two streams more than another: then it returns that thread.
+    /// until, between two exchanges, its thread turns out to serve two
+    /// connections of its kind (streams, or persistent connections) more
+    /// than another: then it returns that thread.
     async fn relay(&self, link: &mut Link) -> Option<usize> {
-        let park = || {
+        let activity = &link.activity;
+        let park = |streaming: bool| {
+            let kind = if streaming {
+                Kind::Stream
+            } else if activity.persistent() {
+                Kind::Persistent
+            } else {
+                return false; // short-lived so far: not worth a move
+            };
             self.placed
                 .as_ref()
-                .is_some_and(|p| p.should_move(&self.shared))
+                .is_some_and(|p| p.should_move(&self.shared, kind))
         };
         let spliced = splice::splice_resumable(
             &self.client,
@@ -97,7 +106,7 @@ impl Conn {
             Meter {
                 a_to_b: &self.counters.bytes_to_backend,
                 b_to_a: &self.counters.bytes_to_client,
-                activity: &link.activity,
+                activity,
             },
             &mut link.progress,
             &park,
@@ -142,9 +151,9 @@ impl Conn {
                 return;
             }
         };
-        self.placed = None; // uncounted there before counted here
+        let kind = self.placed.take().map_or(Kind::Plain, |p| p.kind()); // uncounted there
         let placed = Placed::new(to, thread);
-        placed.count_as_stream(); // as it was where it came from
+        placed.count_as(kind); // as it was where it came from
         let conn = Conn {
             client,
             placed: Some(placed),
@@ -152,7 +161,11 @@ impl Conn {
         };
         let link = Link { backend, ..link };
         shared.metrics.connection_moved();
-        debug!(thread = to, "moved to a thread with fewer streams");
+        debug!(
+            thread = to,
+            ?kind,
+            "moved to a thread with fewer of its kind"
+        );
         let task = resume(conn, link).instrument(tracing::Span::current());
         shared.tracker.spawn_on(task, &thread.runtime);
     }

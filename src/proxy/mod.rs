@@ -8,7 +8,7 @@ pub mod splice;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,6 +208,7 @@ impl ProxyThread {
             load: Arc::new(ThreadLoad {
                 connections: metrics.thread_connections(i),
                 streams: metrics.thread_streams(i),
+                persistent: metrics.thread_persistent(i),
             }),
         }
     }
@@ -220,18 +221,57 @@ struct ThreadLoad {
     connections: Gauge,
     /// Those of them that have streamed (`kite_thread_streams`).
     streams: Gauge,
+    /// Those of them that are persistent (`kite_thread_persistent`).
+    persistent: Gauge,
+}
+
+impl ThreadLoad {
+    /// The gauge that counts connections of `kind` (plain ones have none).
+    fn of(&self, kind: Kind) -> Option<&Gauge> {
+        match kind {
+            Kind::Plain => None,
+            Kind::Persistent => Some(&self.persistent),
+            Kind::Stream => Some(&self.streams),
+        }
+    }
+}
+
+/// What a connection counts as on its proxy thread, besides a connection.
+/// Each kind is evened out among the threads on its own ([`fewest`]); a
+/// connection only ever goes up this list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// New, short-lived, or quiet.
+    Plain,
+    /// Goes on exchanging past its first 100 ms, without streaming (an
+    /// HTTP keep-alive connection, say).
+    Persistent,
+    /// Has streamed (a read filled the buffer).
+    Stream,
+}
+
+impl Kind {
+    fn from_u8(kind: u8) -> Kind {
+        match kind {
+            0 => Kind::Plain,
+            1 => Kind::Persistent,
+            _ => Kind::Stream,
+        }
+    }
 }
 
 /// A connection counted on its proxy thread until it is dropped: among the
-/// connections the thread serves, and once it has streamed among its
-/// streams too. (Small: every connection holds one.)
+/// connections the thread serves, and among those of its [`Kind`]. (Small:
+/// every connection holds one.)
 #[derive(Debug)]
 pub(crate) struct Placed {
     /// (`--threads` is a u16.)
     thread: u16,
     /// Where it should move, once [`Placed::should_move`] says so.
     to: AtomicU16,
-    streamed: AtomicBool,
+    /// Its [`Kind`]. (Only the connection's own task sets it.)
+    kind: AtomicU8,
     load: Arc<ThreadLoad>,
 }
 
@@ -241,18 +281,24 @@ impl Placed {
         Placed {
             thread: u16::try_from(thread).unwrap_or(u16::MAX),
             to: AtomicU16::new(0),
-            streamed: AtomicBool::new(false),
+            kind: AtomicU8::new(Kind::Plain as u8),
             load: on.load.clone(),
         }
     }
 
-    /// Whether the connection, which streams, should move to another of
-    /// the `shared` proxy threads ([`fewest_streams`]); it is counted
-    /// among its thread's streams from its first call on.
-    pub(crate) fn should_move(&self, shared: &Shared) -> bool {
-        self.count_as_stream();
+    /// Whether the connection, found to be at least of `kind` while it has
+    /// nothing in flight, should move to another of the `shared` proxy
+    /// threads: one with two fewer of its kind ([`fewest`]). It is counted
+    /// as that kind from then on.
+    pub(crate) fn should_move(&self, shared: &Shared, kind: Kind) -> bool {
+        self.count_as(kind);
+        let kind = self.kind(); // a stream stays one
         let me = usize::from(self.thread);
-        let to = fewest_streams(shared.threads.iter().map(|t| t.load.streams.get()), me);
+        let counts = shared
+            .threads
+            .iter()
+            .map(|t| t.load.of(kind).map_or(0, Gauge::get));
+        let to = fewest(counts, me);
         // `to` is `me` or a thread's index: a u16 as `me` is.
         self.to.store(to as u16, Ordering::Relaxed);
         to != me
@@ -263,10 +309,23 @@ impl Placed {
         usize::from(self.to.load(Ordering::Relaxed))
     }
 
-    /// Counts the connection among its thread's streams, once.
-    fn count_as_stream(&self) {
-        if !self.streamed.load(Ordering::Relaxed) && !self.streamed.swap(true, Ordering::Relaxed) {
-            self.load.streams.inc();
+    pub(crate) fn kind(&self) -> Kind {
+        Kind::from_u8(self.kind.load(Ordering::Relaxed))
+    }
+
+    /// Counts the connection as `kind` on its thread, unless it counts as
+    /// a kind further up already.
+    pub(crate) fn count_as(&self, kind: Kind) {
+        let was = self.kind();
+        if kind <= was {
+            return;
+        }
+        self.kind.store(kind as u8, Ordering::Relaxed);
+        if let Some(gauge) = self.load.of(was) {
+            gauge.dec();
+        }
+        if let Some(gauge) = self.load.of(kind) {
+            gauge.inc();
         }
     }
 }
@@ -274,8 +333,8 @@ impl Placed {
 impl Drop for Placed {
     fn drop(&mut self) {
         self.load.connections.dec();
-        if self.streamed.load(Ordering::Relaxed) {
-            self.load.streams.dec();
+        if let Some(gauge) = self.load.of(self.kind()) {
+            gauge.dec();
         }
     }
 }
@@ -315,16 +374,22 @@ fn mine_and_least(loads: impl IntoIterator<Item = i64>, me: usize) -> Option<(i6
     Some((mine?, least?))
 }
 
-/// Where a connection on thread `me` that has just started to stream is
-/// served, given how many streaming connections each thread serves (itself
+/// Where a connection on thread `me`, between two exchanges, is served,
+/// given how many connections of its [`Kind`] each thread serves (itself
 /// counted): by the thread with the fewest, when that has at least two
-/// fewer; else by `me`. The spread of connections at accept cannot tell a
-/// stream from a control connection that stays quiet (iperf3 has one, FTP
-/// too), so streams can pile up on one thread while another idles; moving
-/// one costs four epoll_ctl(2) calls and a wake-up, once. A move leaves both
-/// threads within one of each other, so nothing moves back.
-fn fewest_streams(streams: impl IntoIterator<Item = i64>, me: usize) -> usize {
-    match mine_and_least(streams, me) {
+/// fewer; else by `me`.
+///
+/// The spread of connections at accept cannot tell a stream from a control
+/// connection that stays quiet (iperf3 has one, FTP too), so streams can
+/// pile up on one thread while another idles; and it leaves the threads up
+/// to four connections apart (see [`least_loaded`]), which for keep-alive
+/// connections that each carry a request at a time means one thread
+/// answers more of them, later. Moving one costs four epoll_ctl(2) calls
+/// and a wake-up. A move leaves both threads within one of each other, and
+/// moves nothing else of the kind, so nothing moves back: each connection
+/// moves a few times at most.
+fn fewest(counts: impl IntoIterator<Item = i64>, me: usize) -> usize {
+    match mine_and_least(counts, me) {
         Some((mine, (i, least))) if least + 1 < mine => i,
         _ => me,
     }
@@ -540,27 +605,59 @@ mod tests {
         assert_eq!(least_loaded([9, 5], 0), 1);
     }
 
-    /// A connection that streams moves to the thread with the fewest
-    /// streams when that serves at least two fewer, itself counted where
-    /// it is: so no move can be undone by the next.
+    /// A connection moves to the thread with the fewest of its kind when
+    /// that serves at least two fewer, itself counted where it is: so no
+    /// move can be undone by the next.
     #[test]
-    fn streams_move_only_from_two_over() {
-        assert_eq!(fewest_streams([1, 0], 0), 0);
-        assert_eq!(fewest_streams([2, 0], 0), 1);
-        assert_eq!(fewest_streams([2, 1], 0), 0);
-        assert_eq!(fewest_streams([3, 1], 0), 1);
-        assert_eq!(fewest_streams([0, 2], 1), 0);
-        assert_eq!(fewest_streams([2, 2, 0], 1), 2);
-        assert_eq!(fewest_streams([2, 1, 2], 0), 0);
-        assert_eq!(fewest_streams([5], 0), 0);
+    fn connections_move_only_from_two_over() {
+        assert_eq!(fewest([1, 0], 0), 0);
+        assert_eq!(fewest([2, 0], 0), 1);
+        assert_eq!(fewest([2, 1], 0), 0);
+        assert_eq!(fewest([3, 1], 0), 1);
+        assert_eq!(fewest([0, 2], 1), 0);
+        assert_eq!(fewest([2, 2, 0], 1), 2);
+        assert_eq!(fewest([2, 1, 2], 0), 0);
+        assert_eq!(fewest([5], 0), 0);
         // After any move the two are within one of each other or the
         // mover's count is still the higher: it never wants back.
         for mine in 1..8 {
             for other in 0..8 {
-                if fewest_streams([mine, other], 0) == 1 {
-                    assert_eq!(fewest_streams([mine - 1, other + 1], 1), 1);
+                if fewest([mine, other], 0) == 1 {
+                    assert_eq!(fewest([mine - 1, other + 1], 1), 1);
                 }
             }
         }
+    }
+
+    /// A connection counts as one kind at a time, only ever further up,
+    /// and uncounts itself when dropped.
+    #[tokio::test]
+    async fn a_connection_counts_as_one_kind_at_a_time() {
+        let metrics = Metrics::new();
+        let thread = ProxyThread::new(0, Handle::current(), &metrics);
+        let counts = || {
+            let load = &thread.load;
+            (
+                load.connections.get(),
+                load.persistent.get(),
+                load.streams.get(),
+            )
+        };
+        let placed = Placed::new(0, &thread);
+        assert_eq!((placed.kind(), counts()), (Kind::Plain, (1, 0, 0)));
+        placed.count_as(Kind::Persistent);
+        placed.count_as(Kind::Persistent);
+        assert_eq!((placed.kind(), counts()), (Kind::Persistent, (1, 1, 0)));
+        placed.count_as(Kind::Stream);
+        placed.count_as(Kind::Persistent);
+        placed.count_as(Kind::Plain);
+        assert_eq!((placed.kind(), counts()), (Kind::Stream, (1, 0, 1)));
+        let persistent = Placed::new(0, &thread);
+        persistent.count_as(Kind::Persistent);
+        assert_eq!(counts(), (2, 1, 1));
+        drop(placed);
+        assert_eq!(counts(), (1, 1, 0));
+        drop(persistent);
+        assert_eq!(counts(), (0, 0, 0));
     }
 }

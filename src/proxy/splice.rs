@@ -52,6 +52,12 @@ impl Activity {
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
+    /// Whether bytes moved more than [`PERSISTENT_AFTER`] after it was
+    /// made: a connection that goes on exchanging, not a short one.
+    pub fn persistent(&self) -> bool {
+        self.last_ms.load(Ordering::Relaxed) >= PERSISTENT_AFTER.as_millis() as u64
+    }
+
     /// How long since it was made.
     pub fn age(&self) -> Duration {
         self.start.elapsed()
@@ -63,6 +69,11 @@ impl Activity {
         self.start.elapsed().saturating_sub(last)
     }
 }
+
+/// How long a connection must go on moving bytes to count as persistent
+/// ([`Activity::persistent`]): far beyond a request on a connection of its
+/// own, well within the life of a keep-alive one.
+pub const PERSISTENT_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a splice reports the bytes it moves, as it moves them.
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +124,7 @@ pub async fn splice_bidirectional(
     meter: Meter<'_>,
 ) -> io::Result<(u64, u64)> {
     let mut progress = Progress::default();
-    splice_resumable(a, b, meter, &mut progress, &|| false).await?;
+    splice_resumable(a, b, meter, &mut progress, &|_| false).await?;
     Ok(progress.moved())
 }
 
@@ -163,11 +174,11 @@ pub enum Stop {
 }
 
 /// [`splice_bidirectional`] that can stop halfway and go on later, on
-/// another thread even. Between the bursts of a direction that streams (a
-/// read filled the buffer, where a small exchange would not), while the
-/// other direction is at rest, it asks `park`; on `true` the splice stops
-/// there, with no byte held in user space or in a pipe, and returns
-/// [`Stop::Parked`]. `progress` then holds all it needs to go on: called
+/// another thread even. Whenever a direction is between two bursts while
+/// the other is at rest, it asks `park`, telling it whether the direction
+/// streams (a read filled the buffer, where a small exchange would not);
+/// on `true` the splice stops there, with no byte held in user space or in
+/// a pipe, and returns [`Stop::Parked`]. `progress` then holds all it needs to go on: called
 /// again with it, on the same sockets (registered anew with another
 /// runtime, say), the splice resumes.
 pub async fn splice_resumable(
@@ -175,7 +186,7 @@ pub async fn splice_resumable(
     b: &Socket,
     meter: Meter<'_>,
     progress: &mut Progress,
-    park: &(impl Fn() -> bool + Sync),
+    park: &(impl Fn(bool) -> bool + Sync),
 ) -> io::Result<Stop> {
     let p = &*progress;
     let mut up_done = p.up.ended.load(Ordering::Relaxed);
@@ -226,9 +237,9 @@ pub async fn splice_resumable(
 /// again. While no bytes come, the direction holds neither a pipe nor a
 /// buffer.
 ///
-/// Between bursts of a stream, when the `other` direction rests, it asks
-/// `park`, and returns [`Stop::Parked`] on `true` before it waits again:
-/// nothing is in hand then.
+/// Between bursts, when the `other` direction rests, it asks `park`
+/// (whether it streams), and returns [`Stop::Parked`] on `true` before it
+/// waits again: nothing is in hand then.
 ///
 /// Only a read decides that `from` is drained or has ended. splice(2) says
 /// EAGAIN at TCP urgent data, and 0 there once a FIN has come, although
@@ -240,7 +251,7 @@ async fn one_way(
     from: &Socket,
     to: &Socket,
     (way, other): (&Way, &Way),
-    park: &(impl Fn() -> bool + Sync),
+    park: &(impl Fn(bool) -> bool + Sync),
     moved_now: impl Fn(usize),
 ) -> io::Result<Stop> {
     let mut moved = way.moved.load(Ordering::Relaxed);
@@ -251,7 +262,7 @@ async fn one_way(
         // below (when the other one parks).
         way.moved.store(moved, Ordering::Relaxed);
         way.streaming.store(streaming, Ordering::Relaxed);
-        if streaming && other.resting.load(Ordering::Relaxed) && park() {
+        if other.resting.load(Ordering::Relaxed) && park(streaming) {
             return Ok(Stop::Parked);
         }
         way.resting.store(true, Ordering::Relaxed);
@@ -984,8 +995,8 @@ mod tests {
         mio::net::TcpStream::from_std(stream.into_std().unwrap())
     }
 
-    /// When the splice asks to park.
-    type Park = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+    /// When the splice asks to park (given whether the direction streams).
+    type Park = std::sync::Arc<dyn Fn(bool) -> bool + Send + Sync>;
 
     /// One leg of a relay that hops between runtimes: splices on the
     /// runtime it runs on, whose reactor its sockets are registered with,
@@ -1003,7 +1014,8 @@ mod tests {
             b_to_a: &down,
             activity: &activity,
         };
-        let stop = splice_resumable(&a, &b, meter, &mut progress, &|| park()).await;
+        let stop =
+            splice_resumable(&a, &b, meter, &mut progress, &|streaming| park(streaming)).await;
         (a, b, progress, stop)
     }
 
@@ -1038,29 +1050,38 @@ mod tests {
         unreachable!()
     }
 
-    /// Small exchanges never ask to park; streams do, between bursts, and a
-    /// splice parked again and again goes on where it stopped on another
-    /// thread, its sockets registered anew there, with every byte intact
-    /// both ways and the half-closes passed on.
+    /// A splice asks to park between small exchanges (as not streaming)
+    /// and between the bursts of streams (as streaming), and a splice
+    /// parked again and again goes on where it stopped on another thread,
+    /// its sockets registered anew there, with every byte intact both ways
+    /// and the half-closes passed on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_parked_splice_goes_on_on_another_thread() {
         let (mut client, a) = socket_pair().await;
         let (b, mut backend) = socket_pair().await;
         let threads = crate::proxy::Threads::start(2).unwrap();
-        let asked = std::sync::Arc::new(AtomicU64::new(0));
+        // How often it was asked, not streaming and streaming.
+        let asked = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let park: Park = {
             let asked = asked.clone();
-            // Every third time it is asked, up to 30 moves.
-            std::sync::Arc::new(move || {
-                let n = asked.fetch_add(1, Ordering::Relaxed) + 1;
-                n.is_multiple_of(3) && n <= 90
+            // Every third time it is asked either way, up to 10 moves
+            // between small exchanges and 30 within streams.
+            std::sync::Arc::new(move |streaming| {
+                let n = asked[usize::from(streaming)].fetch_add(1, Ordering::Relaxed) + 1;
+                n.is_multiple_of(3) && n <= if streaming { 90 } else { 30 }
             })
         };
+        let asked_now = |streaming: bool| asked[usize::from(streaming)].load(Ordering::Relaxed);
         let runtimes = threads.runtimes().to_vec();
         let relay = tokio::spawn(hopping_relay((a, b), runtimes, park));
 
         bounded(small_exchanges(&mut client, &mut backend, 50)).await;
-        assert_eq!(asked.load(Ordering::Relaxed), 0, "small exchanges asked");
+        assert_eq!(asked_now(true), 0, "small exchanges asked as streaming");
+        assert!(
+            asked_now(false) >= 30,
+            "small exchanges asked {} times",
+            asked_now(false)
+        );
 
         let (up, down) = (24 << 20, 16 << 20);
         let (client_rx, client_tx) = client.into_split();
@@ -1082,10 +1103,11 @@ mod tests {
         let (moved, hops) = relayed.unwrap();
         assert_eq!(moved, (50 * 1024 + up as u64, 50 * 1024 + down as u64));
         eprintln!(
-            "{hops} moves, asked {} times",
-            asked.load(Ordering::Relaxed)
+            "{hops} moves, asked {} times between small exchanges, {} within streams",
+            asked_now(false),
+            asked_now(true)
         );
-        assert!(hops >= 5, "parked only {hops} times");
+        assert!(hops >= 15, "parked only {hops} times");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
