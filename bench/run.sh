@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kite against HAProxy and against no proxy at all, in one run, on loopback.
 #
-#   bench/run.sh                   # RUNS=3 runs of BENCH_SECONDS=5 s per measurement
-#   RUNS=5 BENCH_SECONDS=10 bench/run.sh
+#   bench/run.sh                   # RUNS=5 runs of BENCH_SECONDS=5 s per measurement
+#   RUNS=3 BENCH_SECONDS=10 bench/run.sh
+#   DISCOVERY_RUNS=15 bench/run.sh # runs of the discovery phase (default 15)
 #
 # Contenders: direct (the servers themselves: the limit), HAProxy in mode
 # tcp with option splice-auto, and kite (the image's static release binary) running its real
@@ -16,7 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
+# The discovery phase compares two kites whose p99 differ by less than one
+# run's noise: it takes more runs (each 2 x BENCH_SECONDS) than the others.
+DISCOVERY_RUNS="${DISCOVERY_RUNS:-15}"
 SECS="${BENCH_SECONDS:-5}"
 IDLE="${IDLE_CONNECTIONS:-5000}"
 
@@ -190,7 +194,7 @@ launch_kite "$work/cluster5k.env" 127.0.0.1:49901 300 --port-map 48081:8081 --re
 kite5k_pid=$launched
 
 cat >"$work/setup-discovery.json" <<EOF
-{"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
+{"runs": $DISCOVERY_RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
   {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k"]},
   {"name": "kite-5000-tasks", "http_port": 48081, "pid": $kite5k_pid, "only": ["ka_1k"],
