@@ -187,16 +187,21 @@ stop "$kite1_pid"
 # keeps a core busy): a second fake cluster of 5,000 tasks on 500 instances
 # (all leading to nginx), and a second kite refreshing every second in front
 # of it on 48081. Its keep-alive figures beside the first kite's show what
-# discovery costs the data path; bench.py also times its rounds.
+# discovery costs the data path; bench.py also times its rounds. A third
+# kite, started with it and the same as the first (on 28082), is the
+# control: how far two kites that differ in nothing differ in one run.
 start_cluster cluster5k --port 8081=127.0.0.1:18081 --tasks 5000 --instances 500
 cluster5k_pid=$cluster_pid
 launch_kite "$work/cluster5k.env" 127.0.0.1:49901 300 --port-map 48081:8081 --refresh 1s
 kite5k_pid=$launched
+launch_kite "$work/cluster.env" 127.0.0.1:29902 100 --port-map 28082:8081 --max-connections 20000
+twin_pid=$launched
 
 cat >"$work/setup-discovery.json" <<EOF
 {"runs": $DISCOVERY_RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
   {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k"]},
+  {"name": "kite-twin", "http_port": 28082, "pid": $twin_pid, "only": ["ka_1k"]},
   {"name": "kite-5000-tasks", "http_port": 48081, "pid": $kite5k_pid, "only": ["ka_1k"],
    "admin": "127.0.0.1:49901", "fake_pid": $cluster5k_pid}
  ]}
@@ -214,4 +219,4 @@ report() {
 }
 report "Memory, each proxy started afresh for each run ($IDLE idle connections):" memory
 report "Proxy threads (kite-1-thread runs with --threads 1):" workers
-report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second):" discovery
+report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second; kite-twin, started with it, is a second kite like the first):" discovery
