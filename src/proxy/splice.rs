@@ -178,9 +178,9 @@ pub enum Stop {
 /// the other is at rest, it asks `park`, telling it whether the direction
 /// streams (a read filled the buffer, where a small exchange would not);
 /// on `true` the splice stops there, with no byte held in user space or in
-/// a pipe, and returns [`Stop::Parked`]. `progress` then holds all it needs to go on: called
-/// again with it, on the same sockets (registered anew with another
-/// runtime, say), the splice resumes.
+/// a pipe, and returns [`Stop::Parked`]. `progress` then holds all it needs
+/// to go on: called again with it, on the same sockets (registered anew
+/// with another runtime, say), the splice resumes.
 pub async fn splice_resumable(
     a: &Socket,
     b: &Socket,
