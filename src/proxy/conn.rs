@@ -91,10 +91,10 @@ impl Conn {
         let park = |streaming: bool| {
             let kind = if streaming {
                 Kind::Stream
-            } else if activity.persistent() {
+            } else if activity.persistent_check_due() {
                 Kind::Persistent
             } else {
-                return false; // short-lived so far: not worth a move
+                return false; // short-lived so far, or asked just now
             };
             self.placed
                 .as_ref()

@@ -34,6 +34,8 @@ pub struct Activity {
     start: Instant,
     /// Milliseconds after `start` of the last byte moved either way.
     last_ms: AtomicU64,
+    /// `last_ms` when [`Activity::persistent_check_due`] last said yes.
+    checked_ms: AtomicU64,
 }
 
 impl Default for Activity {
@@ -41,6 +43,7 @@ impl Default for Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            checked_ms: AtomicU64::new(0),
         }
     }
 }
@@ -52,10 +55,19 @@ impl Activity {
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Whether bytes moved more than [`PERSISTENT_AFTER`] after it was
-    /// made: a connection that goes on exchanging, not a short one.
-    pub fn persistent(&self) -> bool {
-        self.last_ms.load(Ordering::Relaxed) >= PERSISTENT_AFTER.as_millis() as u64
+    /// Whether bytes moved [`PERSISTENT_AFTER`] or more after it was made
+    /// (a connection that goes on exchanging, not a short one), and as
+    /// long again since this last said yes: a persistent connection looks
+    /// at every thread's counts once per [`PERSISTENT_AFTER`] of traffic
+    /// at most, not at every small exchange.
+    pub fn persistent_check_due(&self) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let checked = self.checked_ms.load(Ordering::Relaxed);
+        if last < checked + PERSISTENT_AFTER.as_millis() as u64 {
+            return false;
+        }
+        self.checked_ms.store(last, Ordering::Relaxed);
+        true
     }
 
     /// How long since it was made.
@@ -71,8 +83,8 @@ impl Activity {
 }
 
 /// How long a connection must go on moving bytes to count as persistent
-/// ([`Activity::persistent`]): far beyond a request on a connection of its
-/// own, well within the life of a keep-alive one.
+/// ([`Activity::persistent_check_due`]): far beyond a request on a
+/// connection of its own, well within the life of a keep-alive one.
 pub const PERSISTENT_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a splice reports the bytes it moves, as it moves them.
@@ -1108,6 +1120,25 @@ mod tests {
             asked_now(true)
         );
         assert!(hops >= 15, "parked only {hops} times");
+    }
+
+    /// A connection is due to look at the threads' counts as persistent
+    /// once bytes move 100 ms after it opened, then at most once per
+    /// 100 ms of traffic: never twice in a row, nor while it is quiet.
+    #[test]
+    fn a_persistent_check_is_due_once_per_100_ms_of_traffic() {
+        let activity = Activity::default();
+        activity.touch();
+        assert!(!activity.persistent_check_due(), "short-lived so far");
+        std::thread::sleep(PERSISTENT_AFTER + Duration::from_millis(10));
+        assert!(!activity.persistent_check_due(), "no bytes moved since");
+        activity.touch();
+        assert!(activity.persistent_check_due());
+        activity.touch();
+        assert!(!activity.persistent_check_due(), "due twice in a row");
+        std::thread::sleep(PERSISTENT_AFTER + Duration::from_millis(10));
+        activity.touch();
+        assert!(activity.persistent_check_due());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
