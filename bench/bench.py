@@ -48,10 +48,18 @@ def iperf(port, streams, reverse, seconds):
             "-P", str(streams), "-J"]
     if reverse:
         args.append("-R")
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-    data = json.loads(out.stdout)
+    # iperf3's server closes its listening socket and opens a new one around
+    # each test, and a connection attempt can land in between (seen once in
+    # some thirty runs): a refused connection is tried again, said on stderr.
+    for attempt in range(3):
+        out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+        data = json.loads(out.stdout)
+        if "unable to connect" not in data.get("error", "") or attempt == 2:
+            break
+        print(f"iperf3 to port {port}: {data['error']}; trying again", file=sys.stderr)
+        time.sleep(1)
     if "error" in data:
-        raise RuntimeError(f"iperf3: {data['error']}")
+        raise RuntimeError(f"iperf3 to port {port}: {data['error']}")
     end = data["end"]["sum_received"]
     return end["bits_per_second"] / 1e9, end["bytes"]
 
