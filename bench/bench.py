@@ -64,6 +64,30 @@ def iperf(port, streams, reverse, seconds):
     return end["bits_per_second"] / 1e9, end["bytes"]
 
 
+def iperf_apart(ports, reverse, seconds):
+    """One stream to each of `ports` (a server each) at once: four streams
+    that no single iperf3 server thread carries all of (Debian 12's iperf3
+    3.12 runs every stream of a test in one thread). Returns the summed
+    Gbit/s and bytes."""
+    args = lambda port: ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+                         "-J"] + (["-R"] if reverse else [])
+    for attempt in range(3):
+        procs = [subprocess.Popen(args(port), stdout=subprocess.PIPE, text=True)
+                 for port in ports]
+        results = [json.loads(proc.communicate(timeout=seconds + 30)[0]) for proc in procs]
+        errors = [(port, data["error"]) for port, data in zip(ports, results) if "error" in data]
+        # A refused connection (see iperf) is tried again, all four at once.
+        if not errors or attempt == 2 or any("unable to connect" not in e for _, e in errors):
+            break
+        print(f"iperf3 to ports {ports}: {errors}; trying again", file=sys.stderr)
+        time.sleep(1)
+    if errors:
+        port, error = errors[0]
+        raise RuntimeError(f"iperf3 to port {port}: {error}")
+    ends = [data["end"]["sum_received"] for data in results]
+    return sum(e["bits_per_second"] for e in ends) / 1e9, sum(e["bytes"] for e in ends)
+
+
 def to_ms(text):
     for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if text.endswith(unit):
@@ -192,6 +216,17 @@ def measure(setup):
                 cpu = cpu_seconds(pid) - cpu0
                 m[key] = gbps
                 m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
+        for reverse in (False, True):
+            key = f"iperf_4x1{'_rev' if reverse else ''}"
+            for c in order:
+                if c.get("only") is not None or "iperf_ports" not in c:
+                    continue
+                m, pid = run[c["name"]], c.get("pid")
+                cpu0 = cpu_seconds(pid)
+                gbps, moved = iperf_apart(c["iperf_ports"], reverse, seconds)
+                cpu = cpu_seconds(pid) - cpu0
+                m[key] = gbps
+                m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
         for key, path, conns, close, threads in wrks:
             for c in order:
                 only = c.get("only")
@@ -223,6 +258,9 @@ ROWS = [
     ("iperf_4_rev", "iperf3 4 streams, server→client (Gbit/s)", "high"),
     ("iperf_1_cpu_per_gib", "proxy CPU s per GiB, 1 stream", "low"),
     ("iperf_4_cpu_per_gib", "proxy CPU s per GiB, 4 streams", "low"),
+    ("iperf_4x1", "iperf3 4 streams to 4 servers, client→server (Gbit/s)", "high"),
+    ("iperf_4x1_rev", "iperf3 4 streams to 4 servers, server→client (Gbit/s)", "high"),
+    ("iperf_4x1_cpu_per_gib", "proxy CPU s per GiB, 4 streams to 4 servers", "low"),
     ("ka_1k_rps", "keep-alive 1 KiB: req/s", "high"),
     ("ka_1k_p50", "keep-alive 1 KiB: p50 (ms)", "low"),
     ("ka_1k_p99", "keep-alive 1 KiB: p99 (ms)", "low"),

@@ -68,9 +68,17 @@ nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null &
 pids+=($!)
+# Four more, one stream each, for four streams that no one server thread
+# carries all of (iperf3 3.12 runs all streams of a test in one thread).
+for i in 1 2 3 4; do
+    iperf3 -s -B 127.0.0.1 -p "1521$i" >/dev/null &
+    pids+=($!)
+done
 
 # The fake cluster.
-start_cluster cluster --port 8081=127.0.0.1:18081 --port 5201=127.0.0.1:15201
+start_cluster cluster --port 8081=127.0.0.1:18081 --port 5201=127.0.0.1:15201 \
+    --port 5211=127.0.0.1:15211 --port 5212=127.0.0.1:15212 \
+    --port 5213=127.0.0.1:15213 --port 5214=127.0.0.1:15214
 
 # Starts `kite proxy` for the fake cluster whose environment ENV_FILE holds,
 # with the admin endpoint on ADMIN and the further flags given, and waits up
@@ -90,7 +98,8 @@ launch_kite() {
 # kite: real discovery, listening on 28081 and 25201.
 start_kite() {
     launch_kite "$work/cluster.env" 127.0.0.1:29901 100 \
-        --port-map 28081:8081,25201:5201 --max-connections 20000
+        --port-map 28081:8081,25201:5201,25211:5211,25212:5212,25213:5213,25214:5214 \
+        --max-connections 20000
     kite_pid=$launched
 }
 
@@ -114,6 +123,14 @@ listen iperf
     bind 127.0.0.1:35201
     server iperf 127.0.0.1:15201
 EOF
+# The four servers behind a listener each. HAProxy hands each listener's
+# first connection to the same thread, which put all four streams on one;
+# the listeners are spread over its threads instead (kite evens out the
+# streams by itself).
+for i in 1 2 3 4; do
+    printf 'listen iperf%s\n    bind 127.0.0.1:3521%s thread %s\n    server iperf%s 127.0.0.1:1521%s\n' \
+        "$i" "$i" "$(( (i - 1) % $(nproc) + 1 ))" "$i" "$i" >>"$work/haproxy.cfg"
+done
 start_haproxy() {
     haproxy -db -f "$work/haproxy.cfg" &
     haproxy_pid=$!
@@ -147,9 +164,12 @@ start_proxies() {
     cat >"$work/setup.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": $IDLE,
  "contenders": [
-  {"name": "direct", "http_port": 18081, "iperf_port": 15201},
-  {"name": "haproxy", "http_port": 38081, "iperf_port": 35201, "pid": $haproxy_pid},
-  {"name": "kite", "http_port": 28081, "iperf_port": 25201, "pid": $kite_pid}
+  {"name": "direct", "http_port": 18081, "iperf_port": 15201,
+   "iperf_ports": [15211, 15212, 15213, 15214]},
+  {"name": "haproxy", "http_port": 38081, "iperf_port": 35201, "pid": $haproxy_pid,
+   "iperf_ports": [35211, 35212, 35213, 35214]},
+  {"name": "kite", "http_port": 28081, "iperf_port": 25201, "pid": $kite_pid,
+   "iperf_ports": [25211, 25212, 25213, 25214]}
  ]}
 EOF
 }
