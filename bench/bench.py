@@ -14,6 +14,7 @@ machine is doing at the time; the report
 gives the median of the runs with min and max, and each median's ratio to
 "direct" (no proxy) and to HAProxy.
 """
+import itertools
 import json
 import os
 import resource
@@ -43,40 +44,23 @@ def rss_bytes(pid):
         return int(f.read().split()[1]) * PAGE
 
 
-def iperf(port, streams, reverse, seconds):
-    args = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
-            "-P", str(streams), "-J"]
-    if reverse:
-        args.append("-R")
+def iperf(ports, streams, reverse, seconds):
+    """iperf3 with `streams` streams to each of `ports` (a server each), the
+    clients all at once: several servers carry streams that one server
+    thread alone would bound (Debian 12's iperf3 3.12 runs every stream of
+    a test in one thread). Returns the summed Gbit/s and bytes."""
+    def args(port):
+        return (["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+                 "-P", str(streams), "-J"] + (["-R"] if reverse else []))
     # iperf3's server closes its listening socket and opens a new one around
     # each test, and a connection attempt can land in between (seen once in
-    # some thirty runs): a refused connection is tried again, said on stderr.
-    for attempt in range(3):
-        out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-        data = json.loads(out.stdout)
-        if "unable to connect" not in data.get("error", "") or attempt == 2:
-            break
-        print(f"iperf3 to port {port}: {data['error']}; trying again", file=sys.stderr)
-        time.sleep(1)
-    if "error" in data:
-        raise RuntimeError(f"iperf3 to port {port}: {data['error']}")
-    end = data["end"]["sum_received"]
-    return end["bits_per_second"] / 1e9, end["bytes"]
-
-
-def iperf_apart(ports, reverse, seconds):
-    """One stream to each of `ports` (a server each) at once: four streams
-    that no single iperf3 server thread carries all of (Debian 12's iperf3
-    3.12 runs every stream of a test in one thread). Returns the summed
-    Gbit/s and bytes."""
-    args = lambda port: ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
-                         "-J"] + (["-R"] if reverse else [])
+    # some thirty runs): a refused connection is tried again, all clients at
+    # once, said on stderr.
     for attempt in range(3):
         procs = [subprocess.Popen(args(port), stdout=subprocess.PIPE, text=True)
                  for port in ports]
         results = [json.loads(proc.communicate(timeout=seconds + 30)[0]) for proc in procs]
         errors = [(port, data["error"]) for port, data in zip(ports, results) if "error" in data]
-        # A refused connection (see iperf) is tried again, all four at once.
         if not errors or attempt == 2 or any("unable to connect" not in e for _, e in errors):
             break
         print(f"iperf3 to ports {ports}: {errors}; trying again", file=sys.stderr)
@@ -192,7 +176,10 @@ def measure(setup):
     seconds = setup["seconds"]
     runs = []
     contenders = setup["contenders"]
-    iperfs = [(streams, reverse) for streams in (1, 4) for reverse in (False, True)]
+    # (key, streams per server, the contender's field with its port or
+    # ports): 1 and 4 streams to one server, and 4 streams to 4 servers.
+    iperfs = [("iperf_1", 1, "iperf_port"), ("iperf_4", 4, "iperf_port"),
+              ("iperf_4x1", 1, "iperf_ports")]
     # wrk with one thread, and keep-alive 1 KiB also with two: the load
     # generator's own share of the two cores changes which proxy keeps up
     # better, so both shapes are reported.
@@ -205,25 +192,15 @@ def measure(setup):
     for r in range(setup["runs"]):
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
         run = {c["name"]: {} for c in order}
-        for streams, reverse in iperfs:
-            key = f"iperf_{streams}{'_rev' if reverse else ''}"
+        for (name, streams, field), reverse in itertools.product(iperfs, (False, True)):
+            key = f"{name}{'_rev' if reverse else ''}"
             for c in order:
-                if c.get("only") is not None:
+                if c.get("only") is not None or field not in c:
                     continue
+                ports = c[field] if isinstance(c[field], list) else [c[field]]
                 m, pid = run[c["name"]], c.get("pid")
                 cpu0 = cpu_seconds(pid)
-                gbps, moved = iperf(c["iperf_port"], streams, reverse, seconds)
-                cpu = cpu_seconds(pid) - cpu0
-                m[key] = gbps
-                m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
-        for reverse in (False, True):
-            key = f"iperf_4x1{'_rev' if reverse else ''}"
-            for c in order:
-                if c.get("only") is not None or "iperf_ports" not in c:
-                    continue
-                m, pid = run[c["name"]], c.get("pid")
-                cpu0 = cpu_seconds(pid)
-                gbps, moved = iperf_apart(c["iperf_ports"], reverse, seconds)
+                gbps, moved = iperf(ports, streams, reverse, seconds)
                 cpu = cpu_seconds(pid) - cpu0
                 m[key] = gbps
                 m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None

@@ -95,7 +95,7 @@ launch_kite() {
     "$kite" health --admin-addr "$admin" >/dev/null
 }
 
-# kite: real discovery, listening on 28081 and 25201.
+# kite: real discovery, listening on 28081, 25201 and 25211-25214.
 start_kite() {
     launch_kite "$work/cluster.env" 127.0.0.1:29901 100 \
         --port-map 28081:8081,25201:5201,25211:5211,25212:5212,25213:5213,25214:5214 \
@@ -103,7 +103,7 @@ start_kite() {
     kite_pid=$launched
 }
 
-# HAProxy: mode tcp, splice-auto, on 38081 and 35201.
+# HAProxy: mode tcp, splice-auto, on 38081, 35201 and 35211-35214.
 cat >"$work/haproxy.cfg" <<EOF
 global
     # The hard open-file limit here is 20,000; HAProxy needs about two per
