@@ -101,6 +101,27 @@ def wrk(port, path, seconds, connections, close=False, threads=1):
     return result
 
 
+class Hogs:
+    """A busy loop per core, for as long as the `with` block lasts: the
+    proxy then shares every core with work that never sleeps, as a sidecar
+    shares its task's CPUs with the application it serves."""
+
+    def __init__(self, count):
+        self.count = count
+        self.procs = []
+
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                      for _ in range(self.count)]
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+
 def idle_connections(port, pid, count):
     """RSS of `pid` before and with `count` idle connections through it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -182,12 +203,16 @@ def measure(setup):
               ("iperf_4x1", 1, "iperf_ports")]
     # wrk with one thread, and keep-alive 1 KiB also with two: the load
     # generator's own share of the two cores changes which proxy keeps up
-    # better, so both shapes are reported.
+    # better, so both shapes are reported. The last field is the busy loops
+    # that run beside (one per core, or none): a few requests at a time
+    # while every core is taken is what a sidecar sees when the
+    # application beside it computes.
     wrks = [
-        ("ka_1k", "/1k", 32, False, 1),
-        ("ka_1k_t2", "/1k", 32, False, 2),
-        ("ka_1m", "/1m", 8, False, 1),
-        ("close_1k", "/1k", 16, True, 1),
+        ("ka_1k", "/1k", 32, False, 1, 0),
+        ("ka_1k_t2", "/1k", 32, False, 2, 0),
+        ("ka_1m", "/1m", 8, False, 1, 0),
+        ("close_1k", "/1k", 16, True, 1, 0),
+        ("ka_1k_busy", "/1k", 2, False, 1, os.cpu_count() or 1),
     ]
     for r in range(setup["runs"]):
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
@@ -204,15 +229,16 @@ def measure(setup):
                 cpu = cpu_seconds(pid) - cpu0
                 m[key] = gbps
                 m[key + "_cpu_per_gib"] = cpu / (moved / 2**30) if pid else None
-        for key, path, conns, close, threads in wrks:
+        for key, path, conns, close, threads, hogs in wrks:
             for c in order:
                 only = c.get("only")
                 if only is not None and key not in only:
                     continue
                 m, pid = run[c["name"]], c.get("pid")
-                cpu0 = cpu_seconds(pid)
-                w = wrk(c["http_port"], path, seconds, conns, close, threads)
-                cpu = cpu_seconds(pid) - cpu0
+                with Hogs(hogs):
+                    cpu0 = cpu_seconds(pid)
+                    w = wrk(c["http_port"], path, seconds, conns, close, threads)
+                    cpu = cpu_seconds(pid) - cpu0
                 m[key + "_rps"] = w["rps"]
                 m[key + "_p50"] = w.get("p50")
                 m[key + "_p99"] = w.get("p99")
@@ -250,6 +276,9 @@ ROWS = [
     ("close_1k_rps", "new connection per request: req/s", "high"),
     ("close_1k_p99", "new connection per request: p99 (ms)", "low"),
     ("close_1k_cpu_us_per_req", "new connection per request: proxy CPU µs per request", "low"),
+    ("ka_1k_busy_rps", "keep-alive 1 KiB, 2 connections, a busy loop per core beside: req/s", "high"),
+    ("ka_1k_busy_p99", "keep-alive 1 KiB, 2 connections, a busy loop per core beside: p99 (ms)", "low"),
+    ("ka_1k_busy_cpu_us_per_req", "keep-alive 1 KiB, 2 connections, a busy loop per core beside: proxy CPU µs per request", "low"),
     ("rss_after_mib", "proxy RSS idle after the runs (MiB)", "low"),
     ("rss_idle_mib", "proxy RSS idle, freshly started (MiB)", "low"),
     ("bytes_per_idle_conn", "proxy RSS per idle connection, freshly started (bytes)", "low"),

@@ -9,9 +9,10 @@
 # tcp with option splice-auto, and kite (the image's static release binary) running its real
 # discovery against the project's fake ECS endpoint (examples/bench_cluster.rs),
 # whose one task leads to the same servers: nginx (1 KiB and 1 MiB files) and
-# iperf3. bench/bench.py measures (iperf3, wrk, CPU from /proc, RSS with
-# IDLE_CONNECTIONS=5000 idle connections) and writes the table; the results
-# land in bench/results/ and the table on stdout, for BENCHMARKS.md.
+# iperf3. bench/bench.py measures (iperf3, wrk, wrk beside a busy loop per
+# core, CPU from /proc, RSS with IDLE_CONNECTIONS=5000 idle connections) and
+# writes the table; the results land in bench/results/ and the table on
+# stdout, for BENCHMARKS.md.
 #
 # Installs haproxy, nginx-light, wrk and iperf3 from Debian when missing.
 set -euo pipefail
