@@ -29,11 +29,15 @@ pub(crate) const INTEREST: Interest = Interest::READABLE
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
-/// What a read waits for: bytes, end of stream, or urgent data.
+/// What a read waits for: bytes, end of stream, an error, or urgent data.
+/// (An error is always reported by epoll; asking for it here only makes
+/// it show in the readiness a read sees, which tells a reset from a FIN.)
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+pub(crate) const READ_INTEREST: Interest = Interest::READABLE
+    .add(Interest::PRIORITY)
+    .add(Interest::ERROR);
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) const READ_INTEREST: Interest = Interest::READABLE;
+pub(crate) const READ_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
 
 /// A connected TCP socket, non-blocking and registered with the runtime.
 #[derive(Debug)]

@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
@@ -297,12 +297,15 @@ async fn one_way(
         match forward(&mut ready, to)? {
             Forwarded::Drained => {}
             Forwarded::Ended => break,
-            Forwarded::Bytes { n, rest } => {
+            Forwarded::Bytes { n, rest, last } => {
                 if let Some(rest) = rest {
                     write_all(to, &rest).await?;
                 }
                 moved += n as u64;
                 moved_now(n);
+                if last {
+                    break;
+                }
                 streaming |= n == BUFFER_SIZE;
             }
         }
@@ -323,19 +326,34 @@ enum Forwarded {
     /// End of stream.
     Ended,
     /// `n` bytes read and written, but for `rest`, which `to` could not
-    /// take yet.
-    Bytes { n: usize, rest: Option<Vec<u8>> },
+    /// take yet. When `last`, they were the last of the stream: its end
+    /// came with them.
+    Bytes {
+        n: usize,
+        rest: Option<Vec<u8>>,
+        last: bool,
+    },
 }
 
 /// Reads once from the socket behind `ready` into this thread's buffer and
 /// writes what came to `to` as far as it takes it now; the rest is copied
 /// out of the buffer (which the next connection on this thread reuses), so
 /// only a connection whose peer is slow holds memory of its own.
+///
+/// A read cut short on a socket whose peer's FIN had come before it (and
+/// no reset, no urgent data) took the last bytes of the stream: the kernel
+/// takes a FIN in only once every byte before it is in. Those bytes are
+/// then the `last`, and go out with MSG_MORE, so that the FIN the caller
+/// sends next leaves in the same segment, as HAProxy's does: one TCP
+/// segment fewer for every connection whose server closes after its
+/// answer (HTTP's `Connection: close`), and no read(2) to learn the end.
 fn forward(
     ready: &mut AsyncFdReadyGuard<'_, mio::net::TcpStream>,
     to: &Socket,
 ) -> io::Result<Forwarded> {
     let urgent = urgent_data(ready);
+    // Seen before the read, as it must be: `clear_ready` forgets it.
+    let fin_came = ended_cleanly(ready);
     BUFFER.with_borrow_mut(|buf| {
         if buf.is_empty() {
             buf.resize(BUFFER_SIZE, 0);
@@ -353,15 +371,17 @@ fn forward(
                 Err(e) => return Err(e),
             }
         };
-        if n < buf.len() && !urgent {
+        let drained = n < buf.len() && !urgent;
+        if drained {
             // Drained: the next wait sleeps until epoll reports more. The
             // readiness cleared is the one seen before the read, so bytes
             // that came since have raised a newer one, which stays.
             ready.clear_ready();
         }
-        let written = write_now(to, &buf[..n])?;
+        let last = drained && fin_came;
+        let written = write_now(to, &buf[..n], last)?;
         let rest = (written < n).then(|| buf[written..n].to_vec());
-        Ok(Forwarded::Bytes { n, rest })
+        Ok(Forwarded::Bytes { n, rest, last })
     })
 }
 
@@ -374,14 +394,26 @@ fn urgent_data(ready: &AsyncFdReadyGuard<'_, mio::net::TcpStream>) -> bool {
     return true;
 }
 
+/// Whether the peer of the socket behind `ready` had ended its stream with
+/// a FIN (not a reset) when the readiness was seen. The closed state
+/// outlives `clear_ready`; an error is reported alongside a reset.
+fn ended_cleanly(ready: &AsyncFdReadyGuard<'_, mio::net::TcpStream>) -> bool {
+    let seen = ready.ready();
+    seen.is_read_closed() && !seen.is_error()
+}
+
 /// Writes as much of `bytes` to `to` as it takes now, without waiting:
-/// write(2) while the runtime knows `to` to be writable, until EAGAIN
+/// send(2) while the runtime knows `to` to be writable, until EAGAIN
 /// (which clears that) or all is written. Returns the bytes written.
-fn write_now(to: &Socket, bytes: &[u8]) -> io::Result<usize> {
+///
+/// With `more` (on Linux), the bytes are held back, as by MSG_MORE, until
+/// the shutdown or close that the caller makes next, whose FIN then leaves
+/// with them.
+fn write_now(to: &Socket, bytes: &[u8], more: bool) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
         let rest = &bytes[written..];
-        match to.fd.try_io(Interest::WRITABLE, |mut s| s.write(rest)) {
+        match to.fd.try_io(Interest::WRITABLE, |s| send(s, rest, more)) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -392,10 +424,38 @@ fn write_now(to: &Socket, bytes: &[u8]) -> io::Result<usize> {
     Ok(written)
 }
 
+/// send(2) with MSG_NOSIGNAL (as std's writes), and MSG_MORE when `more`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send(stream: &mio::net::TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: the descriptor is open for as long as `stream` lives, and
+    // the kernel reads at most `bytes.len()` bytes from `bytes`.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// A plain write: no MSG_MORE here.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send(mut stream: &mio::net::TcpStream, bytes: &[u8], _more: bool) -> io::Result<usize> {
+    use std::io::Write;
+    stream.write(bytes)
+}
+
 /// Writes all of `bytes` to `to`, waiting for room as needed.
 async fn write_all(to: &Socket, mut bytes: &[u8]) -> io::Result<()> {
     loop {
-        bytes = &bytes[write_now(to, bytes)?..];
+        bytes = &bytes[write_now(to, bytes, false)?..];
         if bytes.is_empty() {
             return Ok(());
         }
@@ -1139,6 +1199,92 @@ mod tests {
         std::thread::sleep(PERSISTENT_AFTER + Duration::from_millis(10));
         activity.touch();
         assert!(activity.persistent_check_due());
+    }
+
+    /// The segments `stream` has received so far (TCP_INFO).
+    #[cfg(target_os = "linux")]
+    fn segments_in(stream: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain integers, for which zeroes are valid;
+        // the kernel writes at most `len` bytes of it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        info.tcpi_segs_in
+    }
+
+    /// Sends `bytes` and a FIN in one segment: MSG_MORE, then shutdown(2).
+    #[cfg(target_os = "linux")]
+    fn send_and_end(stream: &TcpStream, bytes: &[u8]) {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        // SAFETY: the descriptor is open; the kernel reads at most
+        // `bytes.len()` bytes from `bytes`.
+        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_MORE) };
+        assert_eq!(n, bytes.len() as isize, "{}", io::Error::last_os_error());
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::shutdown(fd, libc::SHUT_WR) }, 0);
+    }
+
+    /// A server that closes after its answer (HTTP's `Connection: close`):
+    /// the answer's last bytes and the FIN reach the client in one segment,
+    /// not two, as HAProxy sends them.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_bytes_and_the_end_leave_in_one_segment() {
+        bounded(async {
+            for via in [Via::Public, Via::Copy] {
+                let Relay {
+                    mut client,
+                    backend,
+                    task,
+                } = start(via).await;
+                let answer = random_bytes(1000);
+                let before = segments_in(&client);
+                send_and_end(&backend, &answer);
+                let mut got = Vec::new();
+                client.read_to_end(&mut got).await.unwrap();
+                assert!(got == answer, "{via:?}: answer corrupted");
+                let segments = segments_in(&client) - before;
+                assert_eq!(segments, 1, "{via:?}: the answer and its end came apart");
+                drop(client);
+                assert_eq!(finish(task).await.unwrap(), (0, 1000), "{via:?}");
+            }
+        })
+        .await;
+    }
+
+    /// Bytes followed by a reset are not taken for an answer that ended:
+    /// the relay reports the reset, although the client stays open and
+    /// quiet. Both have come before the relay starts, so that it sees
+    /// them together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_then_a_reset_are_no_end_of_stream() {
+        bounded(async {
+            for via in [Via::Public, Via::Copy] {
+                let (mut client, a) = socket_pair().await;
+                let (b, mut backend) = socket_pair().await;
+                backend.write_all(&random_bytes(1000)).await.unwrap();
+                abort(backend);
+                while !b.ready(Interest::ERROR).await.unwrap().is_error() {}
+                let task = tokio::spawn(relay(via, a, b));
+                assert!(
+                    finish(task).await.is_err(),
+                    "{via:?}: reset taken for an end"
+                );
+                let _ = client.read_to_end(&mut Vec::new()).await;
+            }
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
