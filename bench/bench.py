@@ -58,6 +58,18 @@ def rss_bytes(pid):
         return int(f.read().split()[1]) * PAGE
 
 
+def anon_bytes(pid):
+    """The anonymous share of a process's RSS (heap, stacks): what it holds
+    itself, where the rest is pages of its binary and libraries mapped
+    from the page cache, whose count follows how those files entered the
+    cache (this kernel maps whole large folios at a fault)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no RssAnon in /proc/{pid}/status")
+
+
 def iperf(ports, streams, reverse, seconds):
     """iperf3 with `streams` streams to each of `ports` (a server each), the
     clients all at once: several servers carry streams that one server
@@ -143,7 +155,7 @@ def idle_connections(port, pid, count):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     time.sleep(0.5)
-    before = rss_bytes(pid)
+    before, anon = rss_bytes(pid), anon_bytes(pid)
     socks, failed = [], 0
     for _ in range(count):
         s = socket.socket()
@@ -170,7 +182,7 @@ def idle_connections(port, pid, count):
     for s in socks:
         s.close()
     time.sleep(1)
-    return {"rss_idle": before, "rss_with": during, "alive": alive, "failed": failed,
+    return {"rss_idle": before, "anon_idle": anon, "rss_with": during, "alive": alive, "failed": failed,
             "per_conn": (during - before) / max(alive, 1)}
 
 
@@ -306,6 +318,7 @@ ROWS = [
     ("ka_1k_busy_cpu_us_per_req", "keep-alive 1 KiB, 2 connections, a busy loop per core beside: proxy CPU µs per request", "low"),
     ("rss_after_mib", "proxy RSS idle after the runs (MiB)", "low"),
     ("rss_idle_mib", "proxy RSS idle, freshly started (MiB)", "low"),
+    ("anon_idle_mib", "proxy RSS idle, freshly started, anonymous share (MiB)", "low"),
     ("bytes_per_idle_conn", "proxy RSS per idle connection, freshly started (bytes)", "low"),
     ("idle_conns_alive", "idle connections held", "high"),
 ]
@@ -323,6 +336,7 @@ def memory(setup):
         idle = idle_connections(c["http_port"], c["pid"], setup["idle_connections"])
         run[c["name"]] = {
             "rss_idle_mib": idle["rss_idle"] / 2**20,
+            "anon_idle_mib": idle["anon_idle"] / 2**20,
             "bytes_per_idle_conn": idle["per_conn"],
             "idle_conns_alive": float(idle["alive"]),
         }
