@@ -427,22 +427,8 @@ fn write_now(to: &Socket, bytes: &[u8], more: bool) -> io::Result<usize> {
 /// send(2) with MSG_NOSIGNAL (as std's writes), and MSG_MORE when `more`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn send(stream: &mio::net::TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    // SAFETY: the descriptor is open for as long as `stream` lives, and
-    // the kernel reads at most `bytes.len()` bytes from `bytes`.
-    let n = unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            flags,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    socket2::SockRef::from(stream).send_with_flags(bytes, flags)
 }
 
 /// A plain write: no MSG_MORE here.
@@ -1225,14 +1211,10 @@ mod tests {
     /// Sends `bytes` and a FIN in one segment: MSG_MORE, then shutdown(2).
     #[cfg(target_os = "linux")]
     fn send_and_end(stream: &TcpStream, bytes: &[u8]) {
-        use std::os::fd::AsRawFd;
-        let fd = stream.as_raw_fd();
-        // SAFETY: the descriptor is open; the kernel reads at most
-        // `bytes.len()` bytes from `bytes`.
-        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_MORE) };
-        assert_eq!(n, bytes.len() as isize, "{}", io::Error::last_os_error());
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::shutdown(fd, libc::SHUT_WR) }, 0);
+        let socket = socket2::SockRef::from(stream);
+        let sent = socket.send_with_flags(bytes, libc::MSG_MORE).unwrap();
+        assert_eq!(sent, bytes.len());
+        socket.shutdown(std::net::Shutdown::Write).unwrap();
     }
 
     /// A server that closes after its answer (HTTP's `Connection: close`):
