@@ -21,12 +21,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod agent;
+mod defaults;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use agent::from_agent;
-pub use parse::{container_id_from_cgroup, region_from_arn, region_from_az};
+pub use defaults::{defaults, Defaults};
+pub use parse::{container_id_from_cgroup, region_from_az};
 use parse::{region, string_or_number};
 
 /// The longest any one metadata or introspection request may take: both

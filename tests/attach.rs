@@ -2,47 +2,20 @@
 //! endpoint, waiting for RUNNING, then stdin/stdout or `--listen` to real
 //! TCP backends on 127.0.0.x, and `--run`.
 
+mod attach_child;
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use attach_child::{kite_attach, text};
 use common::*;
-use tokio::io::AsyncWriteExt;
-
-const KITE: &str = env!("CARGO_BIN_EXE_kite");
-
-/// A kite child with a hermetic environment pointed at the fake.
-fn command(fake: &FakeAws, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(KITE);
-    cmd.arg("attach")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .envs(fake.child_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+use kite::config::arn::last_segment as id;
 
 /// Runs `kite attach ARGS` with `input` on stdin (then end of file).
 async fn attach(fake: &FakeAws, args: &[&str], input: &[u8]) -> Output {
-    let mut child = command(fake, args).spawn().expect("starting kite");
-    let mut stdin = child.stdin.take().unwrap();
-    // kite may exit before reading stdin (an error): ignore a broken pipe.
-    let _ = stdin.write_all(input).await;
-    drop(stdin);
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kite attach did not finish within 60 s")
-        .expect("waiting for kite")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    let cmd = kite_attach(fake, args, &[]);
+    attach_child::run(cmd, input, Duration::from_secs(60)).await
 }
 
 /// A bridge task of family `web` on an instance at 127.0.0.1 whose
@@ -53,10 +26,6 @@ fn bridge(fake: &FakeAws, backend: &Backend, cport: u16) -> String {
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
         c.add_task(bridge_task(&td, &ci, cport, backend))
     })
-}
-
-fn id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap()
 }
 
 #[tokio::test]
@@ -124,9 +93,9 @@ async fn listen_forwards_many_connections_to_the_one_task() {
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(80, None)]));
         c.add_task(bridge_task(&td, &ci, 80, &two));
     });
-    let port = free_port();
+    let port = listen_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = command(&fake, &["--task", id(&arn), "--listen", &listen])
+    let mut child = kite_attach(&fake, &["--task", id(&arn), "--listen", &listen], &[])
         .spawn()
         .unwrap();
     let mut names = Vec::new();

@@ -10,17 +10,18 @@
 //! Without a Docker daemon these tests print a notice and pass, unless
 //! KITE_REQUIRE_DOCKER=1 (as in CI), where they fail.
 
+mod attach_child;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use attach_child::{hermetic, kite_attach as kite, text, KITE};
 use common::docker::*;
 use common::*;
 use tokio::io::AsyncWriteExt;
 
-const KITE: &str = env!("CARGO_BIN_EXE_kite");
 const SOCKET: &str = "/var/run/docker.sock";
 
 /// Creates and starts a container as the ECS agent would label it, with
@@ -73,35 +74,59 @@ fn ecs_task(fake: &FakeAws, runtime_id: Option<&str>) -> String {
     })
 }
 
-fn kite(fake: &FakeAws, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(KITE);
-    cmd.arg("attach")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .envs(fake.child_env())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+/// Runs `kite attach` with `input` on stdin (then end of file).
+async fn run(cmd: tokio::process::Command, input: &[u8]) -> Output {
+    attach_child::run(cmd, input, Duration::from_secs(120)).await
+}
+
+/// A test's Docker side: a fresh image, and what to remove after.
+struct Daemon {
+    name: String,
+    image: String,
+    cleanup: Cleanup,
+}
+
+impl Daemon {
+    /// `None` (after a notice) when no Docker daemon is there.
+    fn start(test: &str, tag: &str) -> Option<Daemon> {
+        if !docker_ready(test) {
+            return None;
+        }
+        let name = suffix(tag);
+        let mut cleanup = Cleanup::default();
+        let image = build_image(&mut cleanup, &name);
+        Some(Daemon {
+            name,
+            image,
+            cleanup,
+        })
+    }
+
+    /// A started container named `kite-NAME` plus `tail` (see
+    /// [`start_container`]); its id.
+    fn container(&mut self, tail: &str, task_arn: &str, tty: bool, script: &str) -> String {
+        let cname = format!("kite-{}{tail}", self.name);
+        start_container(
+            &mut self.cleanup,
+            &cname,
+            &self.image,
+            task_arn,
+            tty,
+            script,
+        )
+    }
+
+    /// A scratch directory removed after the test.
+    fn dir(&mut self, tag: &str) -> PathBuf {
+        temp_dir(&mut self.cleanup, &format!("{tag}-{}", self.name))
+    }
+}
+
+/// `script(1)` running `inner` in a pseudo-terminal, hermetic.
+fn script(fake: &FakeAws, inner: &str) -> tokio::process::Command {
+    let mut cmd = hermetic("script", fake, &[]);
+    cmd.args(["-qefc", inner, "/dev/null"]);
     cmd
-}
-
-async fn run(mut cmd: tokio::process::Command, input: &[u8]) -> Output {
-    let mut child = cmd.spawn().expect("starting kite");
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input).await;
-    drop(stdin);
-    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("kite attach did not finish within 120 s")
-        .expect("waiting for kite")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 const UNIX: &str = "unix:///var/run/docker.sock";
@@ -111,23 +136,13 @@ const UNIX: &str = "unix:///var/run/docker.sock";
 /// (no runtimeId) by the ECS labels.
 #[tokio::test]
 async fn docker_stdio_and_exit_code_by_runtime_id_and_by_labels() {
-    if !docker_ready("docker_stdio_and_exit_code") {
+    let Some(mut daemon) = Daemon::start("docker_stdio_and_exit_code", "stdio") else {
         return;
-    }
-    let name = suffix("stdio");
-    let mut cleanup = Cleanup::default();
-    let image = build_image(&mut cleanup, &name);
+    };
     let fake = FakeAws::start().await;
     let script = "cat; echo err-line >&2; exit 3";
 
-    let cid = start_container(
-        &mut cleanup,
-        &format!("kite-{name}-a"),
-        &image,
-        "unused",
-        false,
-        script,
-    );
+    let cid = daemon.container("-a", "unused", false, script);
     let arn2 = ecs_task(&fake, Some(&cid));
     let args = ["--task", &arn2, "--docker", "--docker-host", UNIX];
     let out = run(kite(&fake, &args, &[]), b"to-stdin\n").await;
@@ -139,14 +154,7 @@ async fn docker_stdio_and_exit_code_by_runtime_id_and_by_labels() {
 
     // No runtimeId: the labels find it.
     let arn3 = ecs_task(&fake, None);
-    start_container(
-        &mut cleanup,
-        &format!("kite-{name}-b"),
-        &image,
-        &arn3,
-        false,
-        script,
-    );
+    daemon.container("-b", &arn3, false, script);
     let args = ["--task", &arn3, "--docker", "--docker-host", UNIX];
     let out = run(kite(&fake, &args, &[]), b"by-labels\n").await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
@@ -203,20 +211,10 @@ async fn docker_errors_are_one_clear_line() {
         "{err}"
     );
 
-    if !docker_ready("docker_errors_are_one_clear_line") {
+    let Some(mut daemon) = Daemon::start("docker_errors_are_one_clear_line", "errors") else {
         return;
-    }
-    let name = suffix("errors");
-    let mut cleanup = Cleanup::default();
-    let image = build_image(&mut cleanup, &name);
-    let cid = start_container(
-        &mut cleanup,
-        &format!("kite-{name}"),
-        &image,
-        "x",
-        false,
-        "exit 7",
-    );
+    };
+    let cid = daemon.container("", "x", false, "exit 7");
     docker(&["wait", &cid]);
     let arn = ecs_task(&fake, Some(&cid));
     let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
@@ -244,22 +242,13 @@ async fn docker_errors_are_one_clear_line() {
 /// attached and restored after, the window size sent, the exit code passed.
 #[tokio::test]
 async fn docker_tty_raw_mode_restored_and_window_size_sent() {
-    if !docker_ready("docker_tty") {
+    let Some(mut daemon) = Daemon::start("docker_tty", "tty") else {
         return;
-    }
-    let name = suffix("tty");
-    let mut cleanup = Cleanup::default();
-    let image = build_image(&mut cleanup, &name);
-    let dir = temp_dir(&mut cleanup, &format!("tty-{name}"));
+    };
+    let dir = daemon.dir("tty");
     let fake = FakeAws::start().await;
-    let cid = start_container(
-        &mut cleanup,
-        &format!("kite-{name}"),
-        &image,
-        "x",
-        true,
-        "read line; stty size; echo got:$line; exit 5",
-    );
+    let sh = "read line; stty size; echo got:$line; exit 5";
+    let cid = daemon.container("", "x", true, sh);
     let arn = ecs_task(&fake, Some(&cid));
     let d = dir.display();
     let inner = format!(
@@ -267,17 +256,7 @@ async fn docker_tty_raw_mode_restored_and_window_size_sent() {
          {KITE} attach --task {arn} --docker --docker-host {UNIX}; echo $? > {d}/rc; \
          stty -g > {d}/after"
     );
-    let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qefc", &inner, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .envs(fake.child_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("running script(1)");
+    let mut child = script(&fake, &inner).spawn().expect("running script(1)");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"typed\r").await.unwrap();
     let out = tokio::time::timeout(Duration::from_secs(120), async {
@@ -306,24 +285,14 @@ async fn docker_tty_raw_mode_restored_and_window_size_sent() {
 /// port --docker-port); a wrong CA fails with one clear line.
 #[tokio::test]
 async fn docker_mutual_tls() {
-    if !docker_ready("docker_mutual_tls") {
+    let Some(mut daemon) = Daemon::start("docker_mutual_tls", "tls") else {
         return;
-    }
-    let name = suffix("tls");
-    let mut cleanup = Cleanup::default();
-    let image = build_image(&mut cleanup, &name);
-    let dir = temp_dir(&mut cleanup, &format!("tls-{name}"));
+    };
+    let dir = daemon.dir("tls");
     let pki = Pki::make(&dir);
     let (_front, port) = TlsFront::start(&dir).await;
     let fake = FakeAws::start().await;
-    let cid = start_container(
-        &mut cleanup,
-        &format!("kite-{name}"),
-        &image,
-        "x",
-        false,
-        "cat; echo tls-err >&2; exit 4",
-    );
+    let cid = daemon.container("", "x", false, "cat; echo tls-err >&2; exit 4");
     let arn = ecs_task(&fake, Some(&cid));
     let port_s = port.to_string();
     let args = ["--task", &arn, "--docker", "--docker-port", &port_s];
@@ -530,33 +499,19 @@ impl Drop for TlsFront {
 /// The detach keys leave the container running and end kite with 0.
 #[tokio::test]
 async fn docker_tty_detach_keys_leave_the_container_running() {
-    if !docker_ready("docker_tty_detach") {
+    let Some(mut daemon) = Daemon::start("docker_tty_detach", "detach") else {
         return;
-    }
+    };
     use tokio::io::AsyncReadExt;
-    let name = suffix("detach");
-    let mut cleanup = Cleanup::default();
-    let image = build_image(&mut cleanup, &name);
     let fake = FakeAws::start().await;
-    let cname = format!("kite-{name}");
-    let cid = start_container(&mut cleanup, &cname, &image, "x", true, "read line; exit 9");
+    let cname = format!("kite-{}", daemon.name);
+    let cid = daemon.container("", "x", true, "read line; exit 9");
     let arn = ecs_task(&fake, Some(&cid));
     let inner = format!(
         "{KITE} attach --task {arn} --docker --docker-host {UNIX} --detach-keys ctrl-x,k; \
          echo rc=$?"
     );
-    let mut child = tokio::process::Command::new("script")
-        .args(["-qefc", &inner, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .envs(fake.child_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("running script(1)");
+    let mut child = script(&fake, &inner).spawn().expect("running script(1)");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut screen = Vec::new();

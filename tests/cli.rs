@@ -23,10 +23,10 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn usage_errors_exit_2_and_name_the_flag() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["proxy", "--family", "web"], "--name"),
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["proxy", "--family", "web"], "--name"),
         (
-            &[
+            vec![
                 "proxy",
                 "--family",
                 "web",
@@ -37,100 +37,32 @@ fn usage_errors_exit_2_and_name_the_flag() {
             ],
             "--service",
         ),
-        (&["proxy", "--name", "app"], "--family"),
+        (vec!["proxy", "--name", "app"], "--family"),
         (
-            &["proxy", "--family", "web:seven", "--name", "app"],
+            vec!["proxy", "--family", "web:seven", "--name", "app"],
             "revision 'seven'",
         ),
+        (vec!["-family=web"], "--name"),
         (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--refresh",
-                "5y",
-            ],
-            "--refresh",
+            vec!["-family=web", "-name=app", "-public=maybe"],
+            "--public",
         ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--connect-timeout",
-                "0s",
-            ],
-            "--connect-timeout",
-        ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--port-map",
-                "80",
-            ],
-            "--port-map",
-        ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--port-map",
-                "80:0",
-            ],
-            "--port-map",
-        ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--port-map",
-                "8080:80,8080:81",
-            ],
-            "--port-map",
-        ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--log-format",
-                "xml",
-            ],
-            "--log-format",
-        ),
-        (
-            &[
-                "proxy",
-                "--family",
-                "web",
-                "--name",
-                "app",
-                "--threads",
-                "0",
-            ],
-            "--threads",
-        ),
-        (&["-family=web"], "--name"),
-        (&["-family=web", "-name=app", "-public=maybe"], "--public"),
-        (&["-family=web", "-name=app", "-bogus=1"], "-bogus"),
+        (vec!["-family=web", "-name=app", "-bogus=1"], "-bogus"),
     ];
-    for (args, needle) in cases {
+    // A good selection, and one flag with a bad value: the flag is named.
+    for (flag, value) in [
+        ("--refresh", "5y"),
+        ("--connect-timeout", "0s"),
+        ("--port-map", "80"),
+        ("--port-map", "80:0"),
+        ("--port-map", "8080:80,8080:81"),
+        ("--log-format", "xml"),
+        ("--threads", "0"),
+    ] {
+        let args = vec!["proxy", "--family", "web", "--name", "app", flag, value];
+        cases.push((args, flag));
+    }
+    for (args, needle) in &cases {
         let out = kite(args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
@@ -230,7 +162,7 @@ async fn targets_table_and_json() {
 async fn original_argument_form_proxies() {
     let fake = FakeAws::start().await;
     let b = Backend::start("orig", "127.0.0.2", 0, Mode::Echo).await;
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td = c.add_task_definition("web", 5, "bridge", &app(&[(cport, None)]));

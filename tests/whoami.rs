@@ -460,7 +460,7 @@ async fn whoami_outside_ecs_exits_1_naming_the_sources() {
 
 #[tokio::test]
 async fn whoami_with_a_dead_metadata_endpoint_fails_fast() {
-    let dead = format!("http://127.0.0.1:{}/v4/gone", free_port());
+    let dead = format!("http://127.0.0.1:{}/v4/gone", listen_port());
     let (out, took, _) = kite_in_cgroup(
         &["whoami"],
         "0::/\n",

@@ -1,97 +1,124 @@
 //! `kite attach`: resolve ONE task through the same discovery code as `kite
-//! proxy`, wait until it is RUNNING, then attach to it: a TCP connection on
+//! proxy` ([`crate::discovery::TaskLookup`]), wait until it is RUNNING
+//! ([`wait_running`]), then attach to it: a TCP connection on
 //! stdin/stdout ([`tcp::stdio`]), a local port forward ([`tcp::listen`]), or
 //! the container's own stdio through Docker ([`docker::attach`]).
 //!
 //! With `--run`, the task is started first (RunTask) and stopped when the
 //! attach ends, as the Empire RFC proposes for attached runs.
+//!
+//! The binary turns the flags into [`Options`] (`cli::AttachArgs::options`);
+//! nothing here knows clap.
 
+mod daemon;
 pub mod docker;
 mod session;
 mod stdio;
-pub mod task_ref;
 pub mod tcp;
 pub mod term;
 pub mod tls;
+mod wait;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_ecs::types::Task;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::AttachArgs;
-use crate::config::{PortMaps, Selector};
+use crate::config::arn::last_segment;
+use crate::config::{FamilyArg, TaskRef};
 use crate::discovery::build::TaskDef;
-use crate::discovery::{Discovery, Query};
+use crate::discovery::TaskLookup;
 use crate::snapshot::{Snapshot, Target};
 
-pub use docker::{parse_docker_host, DockerHost};
-pub use task_ref::{parse_task_ref, TaskRef};
-pub use term::{parse_detach_keys, DetachKeys};
+pub use wait::{wait_running, Wait};
 
-/// The cluster to use: `--cluster`, else the one in a new-format ARN; `None`
-/// when neither says (the caller then asks the task metadata, else uses
-/// `default`). An error (a usage error) when `--cluster` and the ARN
-/// disagree. Also checks the flag combinations clap cannot express.
-pub fn cluster(args: &AttachArgs) -> Result<Option<String>, String> {
-    if args.keep && args.run.is_none() {
-        return Err("--keep only applies with --run (a task kite started)".into());
-    }
-    if args.port.is_some() && args.docker {
-        return Err(
-            "--port does not apply to --docker (it attaches to the container's stdio)".into(),
-        );
-    }
-    let from_arn = args.task.as_ref().and_then(|t| t.cluster.clone());
-    match (&args.cluster, from_arn) {
-        (Some(flag), Some(arn)) => {
-            let name = flag.rsplit('/').next().unwrap_or(flag);
-            if name != arn {
-                return Err(format!(
-                    "--cluster {flag} does not match the cluster in the task ARN ({arn}); \
-                     leave --cluster out or give the task's id"
-                ));
-            }
-            Ok(Some(flag.clone()))
-        }
-        (Some(flag), None) => Ok(Some(flag.clone())),
-        (None, Some(arn)) => Ok(Some(arn)),
-        (None, None) => Ok(None),
-    }
+/// What `kite attach` does, checked: the binary builds it from the flags
+/// (`cli::AttachArgs::options`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The cluster asked for: `--cluster`, else the one in a new-format task
+    /// ARN; `None` when neither says (the caller then asks the task
+    /// metadata, else uses `default`).
+    pub cluster: Option<String>,
+    /// Which task.
+    pub task: Which,
+    /// The container (`--name`); may be left out when exactly one container
+    /// of the task exposes ports.
+    pub container: Option<String>,
+    /// Reach the task, or its instance's Docker daemon, through public IPs.
+    pub public: bool,
+    /// How long to wait for RUNNING, and how often to ask.
+    pub wait: Wait,
+    /// How long the container port (or the Docker daemon) may take to
+    /// accept a connection.
+    pub connect_timeout: Duration,
+    /// How to attach.
+    pub mode: Mode,
+}
+
+/// The task to attach to.
+#[derive(Clone, Debug)]
+pub enum Which {
+    /// A task that exists (`--task`).
+    Existing(TaskRef),
+    /// A new task of a task definition (`--run`).
+    Run {
+        /// The task definition family, optionally one revision.
+        taskdef: FamilyArg,
+        /// The task's startedBy.
+        started_by: String,
+        /// Leave the task running when the attach ends (`--keep`).
+        keep: bool,
+    },
+}
+
+/// How to attach.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// A TCP connection to a container port: on stdin/stdout, or one for
+    /// each connection accepted on `listen`.
+    Tcp {
+        /// The container port (`--port`); may be left out when the
+        /// container exposes exactly one.
+        port: Option<u16>,
+        /// The local address to forward (`--listen`).
+        listen: Option<SocketAddr>,
+    },
+    /// The container's own stdio through the Docker daemon on its host.
+    Docker(docker::Options),
 }
 
 /// Runs `kite attach`; returns the exit code (the container's, with
-/// `--docker`). `cluster` comes from [`cluster`].
+/// `--docker`). `cluster` is [`Options::cluster`] resolved.
 pub async fn run(
-    args: AttachArgs,
+    options: Options,
     cluster: String,
     ecs: aws_sdk_ecs::Client,
     ec2: aws_sdk_ec2::Client,
     cancel: CancellationToken,
 ) -> Result<i32> {
-    let query = Query {
-        cluster: cluster.clone(),
-        // attach never lists tasks: the selector is not used.
-        selector: Selector::Service(String::new()),
-        container: args.name.clone().unwrap_or_default(),
-        public: args.public,
-        port_maps: PortMaps::default(),
-    };
-    let mut discovery = Discovery::new(ecs.clone(), ec2, query);
-    let Some(taskdef) = &args.run else {
-        let task = args.task.as_ref().context("--task or --run is required")?;
-        return attach(&mut discovery, task.lookup(), &args, &cancel).await;
+    let mut lookup = TaskLookup::new(ecs.clone(), ec2, cluster.clone(), options.public);
+    let (taskdef, started_by, keep) = match &options.task {
+        Which::Existing(task) => {
+            return attach(&mut lookup, task.lookup(), &options, &cancel).await
+        }
+        Which::Run {
+            taskdef,
+            started_by,
+            keep,
+        } => (taskdef, started_by, *keep),
     };
     let taskdef = match taskdef.revision {
         Some(rev) => format!("{}:{rev}", taskdef.name),
         None => taskdef.name.clone(),
     };
-    let arn = run_task(&ecs, &cluster, &taskdef, &args.started_by).await?;
-    let id = short_id(&arn);
+    let arn = run_task(&ecs, &cluster, &taskdef, started_by).await?;
+    let id = last_segment(&arn);
     eprintln!("kite: started task {id} of {taskdef} in cluster {cluster}");
-    let result = attach(&mut discovery, &arn, &args, &cancel).await;
-    if args.keep {
+    let result = attach(&mut lookup, &arn, &options, &cancel).await;
+    if keep {
         eprintln!("kite: task {id} keeps running (--keep)");
     } else {
         match stop_task(&ecs, &cluster, &arn).await {
@@ -149,125 +176,39 @@ async fn stop_task(ecs: &aws_sdk_ecs::Client, cluster: &str, arn: &str) -> Resul
 
 /// Waits for the task, resolves it, and attaches in the chosen mode.
 async fn attach(
-    discovery: &mut Discovery,
-    lookup: &str,
-    args: &AttachArgs,
+    lookup: &mut TaskLookup,
+    task_ref: &str,
+    options: &Options,
     cancel: &CancellationToken,
 ) -> Result<i32> {
-    let wait = Wait {
-        limit: args.wait,
-        poll: args.poll,
-    };
-    let task = wait_running(discovery, lookup, wait, cancel).await?;
-    let id = short_id(task.task_arn().unwrap_or(lookup));
-    let td = discovery.task_def(&task).with_context(|| {
+    let task = wait_running(lookup, task_ref, options.wait, cancel).await?;
+    let id = last_segment(task.task_arn().unwrap_or(task_ref));
+    let td = lookup.task_def(&task).with_context(|| {
         format!(
             "the task definition of task {id} ({}) cannot be described",
             task.task_definition_arn().unwrap_or("none")
         )
     })?;
-    let container = choose_container(td, &task, args.name.as_deref(), args.docker)?;
-    if args.docker {
-        let cluster = discovery.query().cluster.clone();
-        let spec = docker::spec(discovery, &task, &container, &cluster, args).await?;
-        return docker::attach(spec, cancel).await;
-    }
-    let snapshot = discovery.build_task(&task, &container);
-    let target = choose_target(&snapshot, id, &container, args.port)?;
-    match args.listen {
-        Some(addr) => tcp::listen(addr, &target, args.connect_timeout, cancel).await?,
-        None => tcp::stdio(&target, args.connect_timeout, cancel).await?,
+    let docker = matches!(options.mode, Mode::Docker(_));
+    let container = choose_container(td, &task, options.container.as_deref(), docker)?;
+    let (port, listen) = match &options.mode {
+        Mode::Docker(opts) => {
+            let reach = docker::Reach {
+                public: options.public,
+                connect_timeout: options.connect_timeout,
+            };
+            let spec = docker::spec(lookup, &task, &container, reach, opts).await?;
+            return docker::attach(spec, cancel).await;
+        }
+        Mode::Tcp { port, listen } => (*port, *listen),
+    };
+    let snapshot = lookup.build_task(&task, &container);
+    let target = choose_target(&snapshot, id, &container, port)?;
+    match listen {
+        Some(addr) => tcp::listen(addr, &target, options.connect_timeout, cancel).await?,
+        None => tcp::stdio(&target, options.connect_timeout, cancel).await?,
     }
     Ok(0)
-}
-
-/// The last segment of a task ARN.
-pub fn short_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-/// How long to wait for RUNNING, and how often to ask.
-#[derive(Clone, Copy, Debug)]
-pub struct Wait {
-    /// The bound (`--wait`).
-    pub limit: Duration,
-    /// Between DescribeTasks calls (`--poll`).
-    pub poll: Duration,
-}
-
-/// Waits until the task's last and desired status are RUNNING, printing
-/// each status it passes through on stderr. Fails at once when the task is
-/// unknown, stopped or stopping, and when `wait.limit` passes.
-pub async fn wait_running(
-    discovery: &mut Discovery,
-    lookup: &str,
-    wait: Wait,
-    cancel: &CancellationToken,
-) -> Result<Task> {
-    let cluster = discovery.query().cluster.clone();
-    let deadline = tokio::time::Instant::now() + wait.limit;
-    let mut shown = String::new();
-    loop {
-        let task = match discovery.describe_task(lookup).await? {
-            Ok(task) => task,
-            Err(reason) => bail!(
-                "task {} not found in cluster {cluster} ({reason}): check the id and --cluster \
-                 (ECS forgets stopped tasks after about an hour)",
-                short_id(lookup)
-            ),
-        };
-        let id = short_id(task.task_arn().unwrap_or(lookup)).to_owned();
-        let last = task.last_status().unwrap_or("(none)").to_owned();
-        let desired = task.desired_status().unwrap_or("(none)");
-        if last != shown {
-            eprintln!("kite: task {id} is {last}");
-            shown = last.clone();
-        }
-        if last == "STOPPED" || desired == "STOPPED" {
-            bail!("{}", stopped_message(&task, &id));
-        }
-        if last == "RUNNING" && desired == "RUNNING" {
-            return Ok(task);
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            bail!(
-                "task {id} is still {last} after {:?} (--wait); it may lack resources in \
-                 cluster {cluster}, or its image may be slow to pull",
-                wait.limit
-            );
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => bail!("interrupted while waiting for task {id}"),
-            _ = tokio::time::sleep(wait.poll.min(deadline - now)) => {}
-        }
-    }
-}
-
-/// Why a task stopped (or is stopping): its stoppedReason, and the exit
-/// code or reason of each container that has one.
-fn stopped_message(task: &Task, id: &str) -> String {
-    let verb = if task.last_status() == Some("STOPPED") {
-        "has stopped"
-    } else {
-        "is stopping"
-    };
-    let mut msg = format!(
-        "task {id} {verb}: {}",
-        task.stopped_reason().unwrap_or("no reason given")
-    );
-    for c in task.containers() {
-        let name = c.name().unwrap_or("?");
-        match (c.exit_code(), c.reason()) {
-            (Some(code), Some(r)) => {
-                msg.push_str(&format!("; container {name} exited {code}: {r}"))
-            }
-            (Some(code), None) => msg.push_str(&format!("; container {name} exited {code}")),
-            (None, Some(r)) => msg.push_str(&format!("; container {name}: {r}")),
-            (None, None) => {}
-        }
-    }
-    msg
 }
 
 /// The container to attach to: `--name` when given (it must exist), else
@@ -279,7 +220,7 @@ pub fn choose_container(
     name: Option<&str>,
     docker: bool,
 ) -> Result<String> {
-    let id = short_id(task.task_arn().unwrap_or("?"));
+    let id = last_segment(task.task_arn().unwrap_or("?"));
     let names: Vec<&str> = task.containers().iter().filter_map(|c| c.name()).collect();
     if let Some(name) = name {
         if names.contains(&name) {

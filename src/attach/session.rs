@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::docker::{explain, Spec};
+use super::daemon::{explain, Spec};
 use super::stdio::stdin_chunks;
-use super::term::{window_size, DetachKeys, DetachWatch};
+use super::term::{window_size, DetachWatch};
+use crate::config::DetachKeys;
 
 /// How an attach session ended.
 pub(crate) enum Ended {

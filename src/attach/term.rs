@@ -1,10 +1,12 @@
 //! The local terminal for `kite attach --docker` with a TTY: raw mode that
-//! is restored on every exit path, the window size, and the detach keys.
+//! is restored on every exit path, the window size, and watching for the
+//! detach keys.
 
-use std::fmt;
 use std::io::IsTerminal;
 
 use rustix::termios::{self, OptionalActions, Termios};
+
+use crate::config::DetachKeys;
 
 /// The terminal's settings before raw mode; restores them when dropped, so
 /// an error, a panic that unwinds, or a normal return all leave the
@@ -50,49 +52,6 @@ pub fn window_size() -> Option<(u16, u16)> {
         .or_else(|| try_one(std::io::stderr().as_fd()))
 }
 
-/// The key sequence that detaches from a container with a TTY.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DetachKeys {
-    /// As given (Docker's spelling, sent to the daemon too).
-    pub spec: String,
-    /// The bytes the sequence produces.
-    pub bytes: Vec<u8>,
-}
-
-impl fmt::Display for DetachKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.spec)
-    }
-}
-
-/// Parses Docker's detach key form: comma-separated keys, each a single
-/// character or `ctrl-X` with X one of `a-z @ [ \ ] ^ _`.
-pub fn parse_detach_keys(s: &str) -> Result<DetachKeys, String> {
-    let expected = "expected keys like ctrl-p,ctrl-q: comma-separated, each one character \
-                    or ctrl-X with X in a-z, @, [, \\, ], ^, _";
-    let mut bytes = Vec::new();
-    for key in s.split(',') {
-        let b = match key.strip_prefix("ctrl-") {
-            Some(x) if x.len() == 1 => {
-                let c = x.as_bytes()[0].to_ascii_lowercase();
-                match c {
-                    b'a'..=b'z' => c - b'a' + 1,
-                    b'@' => 0,
-                    b'[' | b'\\' | b']' | b'^' | b'_' => c - b'@',
-                    _ => return Err(format!("'{key}' in '{s}' is not a key ({expected})")),
-                }
-            }
-            _ if key.len() == 1 && key.is_ascii() => key.as_bytes()[0],
-            _ => return Err(format!("'{key}' in '{s}' is not a key ({expected})")),
-        };
-        bytes.push(b);
-    }
-    Ok(DetachKeys {
-        spec: s.to_owned(),
-        bytes,
-    })
-}
-
 /// Watches the bytes typed for the detach sequence, across chunk borders.
 #[derive(Debug)]
 pub struct DetachWatch {
@@ -128,18 +87,7 @@ impl DetachWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detach_keys() {
-        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap().bytes, [16, 17]);
-        assert_eq!(
-            parse_detach_keys("ctrl-@,a,ctrl-_").unwrap().bytes,
-            [0, b'a', 31]
-        );
-        for bad in ["", "ctrl-", "ctrl-1", "ab", "ctrl-p,", "é"] {
-            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
-        }
-    }
+    use crate::config::parse_detach_keys;
 
     #[test]
     fn detach_sequence_across_chunks() {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::docker::{cert_dir, error_chain, DockerHost};
+use crate::config::DockerHost;
 
 /// ca.pem, cert.pem and key.pem of a `DOCKER_CERT_PATH` directory.
 #[derive(Clone, Debug)]
@@ -22,6 +22,11 @@ pub struct Files {
 }
 
 impl Files {
+    /// Where the files are, for messages.
+    fn dir(&self) -> &Path {
+        self.ca.parent().unwrap_or(Path::new("."))
+    }
+
     /// Checks that the three files exist and parse: the CA and client
     /// certificates, and exactly one private key.
     pub fn load(dir: &Path, host: &DockerHost) -> Result<Files> {
@@ -72,7 +77,7 @@ pub fn install_provider() {
 
 /// A hint for a TLS failure, or None when `err` is not one.
 pub fn explain(err: &bollard::errors::Error, files: &Files, host: &DockerHost) -> Option<String> {
-    let dir = cert_dir(files).display();
+    let dir = files.dir().display();
     let Some(tls) = find_rustls_error(err) else {
         // hyper's connect errors may hide the typed rustls error behind
         // their own boxes: read the message instead.
@@ -127,6 +132,20 @@ pub fn explain(err: &bollard::errors::Error, files: &Files, host: &DockerHost) -
         other => format!("TLS failed: {other}"),
     };
     Some(format!("TLS handshake failed: {hint}"))
+}
+
+/// The messages of an error and its sources, deduplicated, on one line.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The rustls error somewhere in the chain: io::Error hides its inner

@@ -216,7 +216,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
             want.container
         )));
     }
-    let task_id = arn.rsplit('/').next().unwrap_or(arn).to_owned();
+    let task_id = crate::config::arn::last_segment(arn).to_owned();
     Ok(ports
         .into_iter()
         .map(|(container_port, reach_port)| Target {
@@ -283,7 +283,7 @@ fn instance_ip(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<(IpAddr, 
     let ip = ip
         .as_deref()
         .ok_or_else(|| bad(format!("instance {} has no {which} IP", host.instance_id)))?;
-    let ci_id = ci.rsplit('/').next().unwrap_or(ci).to_owned();
+    let ci_id = crate::config::arn::last_segment(ci).to_owned();
     Ok((parse_ip(ip, &host.instance_id)?, ci_id))
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::parse::{region, string_or_number};
 use super::{get_json, Source, Whoami};
-use crate::attach::parse_task_ref;
+use crate::config::arn;
 
 /// `GET /v1/tasks?dockerid=ID`.
 #[derive(Debug, Default, Deserialize)]
@@ -50,10 +50,9 @@ pub(super) async fn from_agent(agent_uri: &str, id: &str) -> Result<Whoami> {
         .iter()
         .find(|c| c.docker_id.as_deref() == Some(id));
     let mut w = Whoami {
-        cluster: instance.cluster.or_else(|| {
-            let arn = task.arn.as_deref()?;
-            parse_task_ref(arn).ok()?.cluster
-        }),
+        cluster: instance
+            .cluster
+            .or_else(|| arn::task_cluster(task.arn.as_deref()?)),
         task_arn: task.arn,
         family: task.family,
         revision: task.version,

@@ -1,8 +1,10 @@
-//! Parsing what the cgroup files, ARNs and availability zones say.
+//! Parsing what the cgroup files and availability zones say (ARNs:
+//! [`crate::config::arn`]).
 
 use serde::{Deserialize, Deserializer};
 
 use super::Whoami;
+use crate::config::arn;
 
 /// The container id in a `/proc/self/cgroup` or `/proc/self/cpuset` text:
 /// the last component of a cgroup path, when it is 64 hex digits (also in
@@ -23,18 +25,8 @@ pub fn container_id_from_cgroup(text: &str) -> Option<String> {
 pub(super) fn region(w: &Whoami) -> Option<String> {
     w.task_arn
         .as_deref()
-        .and_then(region_from_arn)
+        .and_then(arn::region)
         .or_else(|| w.availability_zone.as_deref().and_then(region_from_az))
-}
-
-/// `arn:aws:ecs:REGION:ACCOUNT:...` → REGION.
-pub fn region_from_arn(arn: &str) -> Option<String> {
-    let mut parts = arn.split(':');
-    if parts.next() != Some("arn") {
-        return None;
-    }
-    let region = parts.nth(2)?;
-    (!region.is_empty()).then(|| region.to_owned())
 }
 
 /// An availability zone's region: `us-west-2d` → `us-west-2`, and

@@ -61,24 +61,6 @@ fn container_id_from_garbage() {
 }
 
 #[test]
-fn region_from_task_arn() {
-    assert_eq!(
-        region_from_arn(
-            "arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c"
-        )
-        .as_deref(),
-        Some("us-west-2")
-    );
-    assert_eq!(
-        region_from_arn("arn:aws-cn:ecs:cn-north-1:111122223333:task/3f2a").as_deref(),
-        Some("cn-north-1")
-    );
-    assert_eq!(region_from_arn("arn:aws:ecs::111122223333:task/x"), None);
-    assert_eq!(region_from_arn("task/default/abc"), None);
-    assert_eq!(region_from_arn("arn:aws"), None);
-}
-
-#[test]
 fn region_from_availability_zone() {
     for (az, want) in [
         ("us-west-2d", Some("us-west-2")),

@@ -1,13 +1,22 @@
 //! The command line: clap definitions, `KITE_*` environment variables, and
 //! the original Task Kite's argument form.
 
-use std::ffi::OsString;
+mod original;
+#[cfg(test)]
+mod tests;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, FamilyArg, PortMap, Selector};
+use crate::config::{
+    self, arn, DetachKeys, DockerHost, FamilyArg, PortMap, PortMaps, Selector, TaskRef,
+};
+use crate::discovery::Query;
+use crate::{attach, proxy};
+
+pub use original::normalize_args;
 
 /// A TCP ambassador for Amazon ECS: reach the tasks of a family or service
 /// through a tiny sidecar.
@@ -98,6 +107,20 @@ impl SelectArgs {
             (None, None) => unreachable!("clap requires --family or --service"),
         }
     }
+
+    /// The discovery query in `cluster` (the resolved one); `Err` is a
+    /// usage error about the port maps.
+    pub fn query(&self, cluster: String) -> Result<Query, String> {
+        let port_maps =
+            PortMaps::new(self.port_map.clone()).map_err(|msg| format!("--port-map: {msg}"))?;
+        Ok(Query {
+            cluster,
+            selector: self.selector(),
+            container: self.name.clone(),
+            public: self.public,
+            port_maps,
+        })
+    }
 }
 
 /// `kite proxy`.
@@ -153,6 +176,24 @@ pub struct ProxyArgs {
     pub threads: Option<u16>,
 }
 
+impl ProxyArgs {
+    /// What `kite proxy` is asked to do, in `cluster` (the resolved one);
+    /// `Err` is a usage error.
+    pub fn config(&self, cluster: String) -> Result<proxy::Config, String> {
+        Ok(proxy::Config {
+            refresh: self.refresh,
+            connect_timeout: self.connect_timeout,
+            drain_timeout: self.drain_timeout,
+            admin_addr: self.admin_addr,
+            stale_after: self.stale_after,
+            max_connections: self.max_connections.map(|n| n as usize),
+            idle_timeout: self.idle_timeout,
+            threads: (self.threads).map_or_else(proxy::default_threads, usize::from),
+            ..proxy::Config::new(self.select.query(cluster)?, self.listen_addr)
+        })
+    }
+}
+
 /// `kite health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
@@ -193,9 +234,9 @@ pub struct AttachArgs {
 
     /// The task: its id, or its ARN (old or new format).
     #[arg(long, env = "KITE_TASK", value_name = "ID|ARN",
-          value_parser = crate::attach::parse_task_ref,
+          value_parser = config::parse_task_ref,
           required_unless_present = "run", conflicts_with = "run")]
-    pub task: Option<crate::attach::TaskRef>,
+    pub task: Option<TaskRef>,
 
     /// Start a new task of this task definition (RunTask), then attach to it.
     #[arg(long, env = "KITE_RUN", value_name = "TASKDEF[:REV]", value_parser = config::parse_family)]
@@ -252,8 +293,8 @@ pub struct AttachArgs {
 
     /// The Docker daemon (tcp://HOST:PORT or unix:///PATH); default: tcp://INSTANCE-IP:--docker-port.
     #[arg(long, env = "KITE_DOCKER_HOST", value_name = "URL", requires = "docker",
-          value_parser = crate::attach::parse_docker_host)]
-    pub docker_host: Option<crate::attach::DockerHost>,
+          value_parser = config::parse_docker_host)]
+    pub docker_host: Option<DockerHost>,
 
     /// The Docker daemon's TCP port on the task's instance.
     #[arg(long, env = "KITE_DOCKER_PORT", default_value_t = 2376,
@@ -271,8 +312,70 @@ pub struct AttachArgs {
 
     /// The keys that detach from a container with a TTY, leaving it running.
     #[arg(long, env = "KITE_DETACH_KEYS", default_value = "ctrl-p,ctrl-q",
-          value_parser = crate::attach::parse_detach_keys)]
-    pub detach_keys: crate::attach::DetachKeys,
+          value_parser = config::parse_detach_keys)]
+    pub detach_keys: DetachKeys,
+}
+
+impl AttachArgs {
+    /// The checked options: the flag combinations clap cannot express, and
+    /// `--cluster` against the cluster in a new-format task ARN. The error
+    /// is a usage error's message (exit 2).
+    pub fn options(self) -> Result<attach::Options, String> {
+        if self.keep && self.run.is_none() {
+            return Err("--keep only applies with --run (a task kite started)".into());
+        }
+        if self.port.is_some() && self.docker {
+            return Err(
+                "--port does not apply to --docker (it attaches to the container's stdio)".into(),
+            );
+        }
+        let from_arn = self.task.as_ref().and_then(|t| t.cluster.clone());
+        let cluster = match (self.cluster, from_arn) {
+            (Some(flag), Some(arn)) if arn::last_segment(&flag) != arn => {
+                return Err(format!(
+                    "--cluster {flag} does not match the cluster in the task ARN ({arn}); \
+                     leave --cluster out or give the task's id"
+                ));
+            }
+            (Some(flag), _) => Some(flag),
+            (None, from_arn) => from_arn,
+        };
+        let task = match (self.task, self.run) {
+            (Some(task), _) => attach::Which::Existing(task),
+            (None, Some(taskdef)) => attach::Which::Run {
+                taskdef,
+                started_by: self.started_by,
+                keep: self.keep,
+            },
+            (None, None) => return Err("--task or --run is required".into()),
+        };
+        let mode = if self.docker {
+            attach::Mode::Docker(attach::docker::Options {
+                host: self.docker_host,
+                port: self.docker_port,
+                tls: self.docker_tls,
+                cert_path: self.docker_cert_path,
+                detach_keys: self.detach_keys,
+            })
+        } else {
+            attach::Mode::Tcp {
+                port: self.port,
+                listen: self.listen,
+            }
+        };
+        Ok(attach::Options {
+            cluster,
+            task,
+            container: self.name,
+            public: self.public,
+            wait: attach::Wait {
+                limit: self.wait,
+                poll: self.poll,
+            },
+            connect_timeout: self.connect_timeout,
+            mode,
+        })
+    }
 }
 
 /// `kite whoami`.
@@ -292,222 +395,4 @@ pub struct WhoamiArgs {
     #[arg(long, env = "KITE_CGROUP_PATH", value_name = "FILE", value_delimiter = ',',
           default_values = ["/proc/self/cgroup", "/proc/self/cpuset"], hide = true)]
     pub cgroup_path: Vec<std::path::PathBuf>,
-}
-
-/// The subcommand names, so that anything else in first position is read as
-/// `kite proxy` flags.
-const SUBCOMMANDS: &[&str] = &["proxy", "targets", "attach", "health", "whoami", "help"];
-
-/// The original Task Kite's flags (Go `flag` package names) and kite's.
-const ORIGINAL_FLAGS: &[(&str, &str)] = &[
-    ("family", "family"),
-    ("service", "service"),
-    ("name", "name"),
-    ("cluster", "cluster"),
-    ("public", "public"),
-    ("loglevel", "log-level"),
-];
-
-/// Rewrites the original's argument form into kite's.
-///
-/// The original took Go-style flags and no subcommand
-/// (`kite -family=web -name=nginx -cluster=prod -public -loglevel=debug`).
-/// When the first argument is not a subcommand (nor help or version), this
-/// inserts `proxy` and turns each original flag into its kite spelling, so
-/// existing task definitions keep working. Anything else is passed through
-/// for clap to accept or reject.
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
-    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
-        return args;
-    };
-    if SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first) {
-        return args;
-    }
-    let mut out = Vec::with_capacity(args.len() + 1);
-    out.push(args[0].clone());
-    out.push(OsString::from("proxy"));
-    for arg in &args[1..] {
-        match arg.to_str().and_then(rewrite_original_flag) {
-            Some(Some(new)) => out.push(OsString::from(new)),
-            Some(None) => {} // `-public=false`: the default, so nothing to pass.
-            None => out.push(arg.clone()),
-        }
-    }
-    out
-}
-
-/// One original flag in kite's spelling: `Some(None)` drops it, `None` is
-/// "not a flag, keep as is". Go accepts `-flag` and `--flag` alike, so any
-/// other single-dash word becomes `--word` too, and clap names it in full
-/// if it is unknown.
-fn rewrite_original_flag(arg: &str) -> Option<Option<String>> {
-    let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
-    let (flag, value) = match bare.split_once('=') {
-        Some((f, v)) => (f, Some(v)),
-        None => (bare, None),
-    };
-    let is_word = flag.len() > 1 && flag.chars().all(|c| c.is_ascii_alphabetic() || c == '-');
-    if !is_word {
-        return None;
-    }
-    let kite = ORIGINAL_FLAGS
-        .iter()
-        .find(|(old, _)| *old == flag)
-        .map_or(flag, |(_, kite)| kite);
-    if kite == "public" {
-        // Go's boolean flags accept these spellings.
-        return match value {
-            None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => {
-                Some(Some("--public".into()))
-            }
-            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(None),
-            Some(other) => Some(Some(format!("--public={other}"))),
-        };
-    }
-    Some(Some(match value {
-        Some(v) => format!("--{kite}={v}"),
-        None => format!("--{kite}"),
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    fn os(args: &[&str]) -> Vec<OsString> {
-        args.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn original_form_becomes_proxy() {
-        let got = normalize_args(os(&[
-            "kite",
-            "-family=web:3",
-            "-name=nginx",
-            "-cluster=prod",
-            "-public",
-            "-loglevel=debug",
-        ]));
-        let want = os(&[
-            "kite",
-            "proxy",
-            "--family=web:3",
-            "--name=nginx",
-            "--cluster=prod",
-            "--public",
-            "--log-level=debug",
-        ]);
-        assert_eq!(got, want);
-        let got = normalize_args(os(&[
-            "kite",
-            "-service",
-            "api",
-            "-name",
-            "app",
-            "-public=false",
-        ]));
-        assert_eq!(
-            got,
-            os(&["kite", "proxy", "--service", "api", "--name", "app"])
-        );
-    }
-
-    #[test]
-    fn subcommands_pass_through() {
-        for args in [
-            &["kite", "proxy", "--family", "web"][..],
-            &["kite", "--help"],
-            &["kite", "targets", "-family=x"],
-            &["kite", "whoami", "--json"],
-            &["kite"],
-        ] {
-            assert_eq!(normalize_args(os(args)), os(args));
-        }
-    }
-
-    #[test]
-    fn original_form_parses() {
-        let args = normalize_args(os(&[
-            "kite",
-            "-family=web:3",
-            "-name=nginx",
-            "-public=true",
-        ]));
-        let cli = Cli::try_parse_from(args).unwrap();
-        let Command::Proxy(p) = cli.command else {
-            panic!("expected proxy")
-        };
-        assert_eq!(
-            p.select.selector(),
-            Selector::Family {
-                name: "web".into(),
-                revision: Some(3)
-            }
-        );
-        assert!(p.select.public);
-        assert_eq!(p.select.cluster, None);
-    }
-
-    #[test]
-    fn usage_errors_name_the_flag() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["kite", "proxy", "--family", "web"], "--name"),
-            (
-                &[
-                    "kite",
-                    "proxy",
-                    "--family",
-                    "w",
-                    "--service",
-                    "s",
-                    "--name",
-                    "n",
-                ],
-                "--service",
-            ),
-            (&["kite", "proxy", "--name", "n"], "--family"),
-            (
-                &["kite", "proxy", "--family", "w:x", "--name", "n"],
-                "--family",
-            ),
-            (
-                &[
-                    "kite",
-                    "proxy",
-                    "--family",
-                    "w",
-                    "--name",
-                    "n",
-                    "--refresh",
-                    "soon",
-                ],
-                "--refresh",
-            ),
-            (
-                &[
-                    "kite",
-                    "proxy",
-                    "--family",
-                    "w",
-                    "--name",
-                    "n",
-                    "--port-map",
-                    "80",
-                ],
-                "--port-map",
-            ),
-        ];
-        for (args, flag) in cases {
-            let err = Cli::try_parse_from(*args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-            let msg = err.to_string();
-            assert!(msg.contains(flag), "{args:?}: {msg}");
-        }
-    }
 }

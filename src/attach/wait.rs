@@ -1,0 +1,93 @@
+//! Waiting for a task to be RUNNING, and saying why when it never will be.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use aws_sdk_ecs::types::Task;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::arn::last_segment;
+use crate::discovery::{task, TaskLookup};
+
+/// How long to wait for RUNNING, and how often to ask.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    /// The bound (`--wait`).
+    pub limit: Duration,
+    /// Between DescribeTasks calls (`--poll`).
+    pub poll: Duration,
+}
+
+/// Waits until the task's last and desired status are RUNNING, printing
+/// each status it passes through on stderr. Fails at once when the task is
+/// unknown, stopped or stopping, and when `wait.limit` passes.
+pub async fn wait_running(
+    lookup: &mut TaskLookup,
+    task_ref: &str,
+    wait: Wait,
+    cancel: &CancellationToken,
+) -> Result<Task> {
+    let cluster = lookup.cluster().to_owned();
+    let deadline = tokio::time::Instant::now() + wait.limit;
+    let mut shown = String::new();
+    loop {
+        let task = match lookup.describe_task(task_ref).await {
+            Ok(task) => task,
+            Err(err @ task::Error::NotFound { .. }) => bail!(
+                "{err}: check the id and --cluster (ECS forgets stopped tasks after about an hour)"
+            ),
+            Err(task::Error::Api(err)) => return Err(err),
+        };
+        let id = last_segment(task.task_arn().unwrap_or(task_ref)).to_owned();
+        let last = task.last_status().unwrap_or("(none)").to_owned();
+        let desired = task.desired_status().unwrap_or("(none)");
+        if last != shown {
+            eprintln!("kite: task {id} is {last}");
+            shown = last.clone();
+        }
+        if last == "STOPPED" || desired == "STOPPED" {
+            bail!("{}", stopped_message(&task, &id));
+        }
+        if last == "RUNNING" && desired == "RUNNING" {
+            return Ok(task);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            bail!(
+                "task {id} is still {last} after {:?} (--wait); it may lack resources in \
+                 cluster {cluster}, or its image may be slow to pull",
+                wait.limit
+            );
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => bail!("interrupted while waiting for task {id}"),
+            _ = tokio::time::sleep(wait.poll.min(deadline - now)) => {}
+        }
+    }
+}
+
+/// Why a task stopped (or is stopping): its stoppedReason, and the exit
+/// code or reason of each container that has one.
+fn stopped_message(task: &Task, id: &str) -> String {
+    let verb = if task.last_status() == Some("STOPPED") {
+        "has stopped"
+    } else {
+        "is stopping"
+    };
+    let mut msg = format!(
+        "task {id} {verb}: {}",
+        task.stopped_reason().unwrap_or("no reason given")
+    );
+    for c in task.containers() {
+        let name = c.name().unwrap_or("?");
+        match (c.exit_code(), c.reason()) {
+            (Some(code), Some(r)) => {
+                msg.push_str(&format!("; container {name} exited {code}: {r}"))
+            }
+            (Some(code), None) => msg.push_str(&format!("; container {name} exited {code}")),
+            (None, Some(r)) => msg.push_str(&format!("; container {name}: {r}")),
+            (None, None) => {}
+        }
+    }
+    msg
+}
