@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kite::snapshot::{pick, Ejections, NetworkMode, Snapshot, Store, Target};
+use kite::snapshot::{Ejections, NetworkMode, Policy, Snapshot, Store, Target};
 
 const PORT: u16 = 8080;
 
@@ -37,7 +37,7 @@ fn snapshot(n: usize, generation: u8) -> Snapshot {
 
 fn load_and_pick(store: &Store, ejections: &Ejections) -> Option<SocketAddr> {
     let snap = store.load();
-    pick(snap.backends(PORT), &[], ejections)
+    Policy::Random.pick(snap.backends(PORT), &[], ejections)
 }
 
 /// Runs `threads` background loops while the measurement runs.

@@ -1,16 +1,17 @@
 //! kite's metrics: what the admin endpoint serves at `/metrics`.
 //!
 //! One [`Metrics`] value is made at start-up and shared by discovery, the
-//! proxy and the admin endpoint; there is no global registry. The one
-//! global gauge is [`PIPES_POOLED`], kept by the splice's per-thread pipe
-//! pools, which no connection owns. The hot path
-//! touches only atomics: each listener looks its per-port counters up once
-//! ([`Metrics::port`]) and every connection on it uses those handles.
+//! proxy and the admin endpoint; there is no global registry and no global
+//! metric. The hot path touches only atomics: each listener looks its
+//! per-port counters up once ([`Metrics::port`]) and every connection on
+//! it uses those handles. The splice's per-thread pipe pools, which no
+//! connection owns, count their pipes in [`Metrics::pipes_pooled`], handed
+//! to them by the connections that use them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
@@ -19,9 +20,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-/// Pipes the splice keeps for reuse, over all threads (`kite_pipes_pooled`).
-pub static PIPES_POOLED: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 
 /// Labels of the per-listen-port metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +79,7 @@ pub struct Metrics {
     target_ports: Mutex<BTreeSet<u16>>,
     snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     runtime_tasks: Gauge,
+    pipes_pooled: Gauge,
     thread_connections: Family<ThreadLabel, Gauge>,
     thread_streams: Family<ThreadLabel, Gauge>,
     thread_persistent: Family<ThreadLabel, Gauge>,
@@ -137,6 +136,7 @@ impl Metrics {
             target_ports: Mutex::default(),
             snapshot_age: Gauge::default(),
             runtime_tasks: Gauge::default(),
+            pipes_pooled: Gauge::default(),
             thread_connections: Family::default(),
             thread_streams: Family::default(),
             thread_persistent: Family::default(),
@@ -235,7 +235,7 @@ impl Metrics {
         r.register(
             "pipes_pooled",
             "Pipes kept for reuse by the splice (two descriptors each)",
-            PIPES_POOLED.clone(),
+            self.pipes_pooled.clone(),
         );
         r.register(
             "runtime_tasks",
@@ -280,6 +280,13 @@ impl Metrics {
     /// serves: still exchanging past their first 100 ms, without streaming.
     pub fn thread_persistent(&self, thread: usize) -> Gauge {
         of_thread(&self.thread_persistent, thread)
+    }
+
+    /// The gauge of the pipes the splice keeps for reuse, over all proxy
+    /// threads (`kite_pipes_pooled`): each thread's pool counts its own in
+    /// it (see [`crate::proxy::splice::count_pipes_in`]).
+    pub fn pipes_pooled(&self) -> &Gauge {
+        &self.pipes_pooled
     }
 
     /// Counts a connection moved to another proxy thread.

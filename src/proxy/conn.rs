@@ -15,10 +15,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn, Instrument};
 
 use super::net::Socket;
-use super::splice::{self, Activity, Meter, Progress, Stop};
-use super::{Kind, Placed, Shared, ADMIT_WAIT, EJECT_FOR};
+use super::splice::{self, Activity, Meter, Pipes, Progress, Stop};
+use super::threads::{Kind, Placed};
+use super::{Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
-use crate::snapshot;
 
 /// An accepted client connection, and what serving it takes.
 #[derive(Debug)]
@@ -87,6 +87,8 @@ impl Conn {
     /// connections of its kind (streams, or persistent connections) more
     /// than another: then it returns that thread.
     async fn relay(&self, link: &mut Link) -> Option<usize> {
+        // Whichever thread this runs on, its pipe pool counts in ours.
+        splice::count_pipes_in(self.shared.metrics.pipes_pooled());
         let activity = &link.activity;
         let park = |streaming: bool| {
             let kind = if streaming {
@@ -108,6 +110,7 @@ impl Conn {
                 b_to_a: &self.counters.bytes_to_client,
                 activity,
             },
+            Pipes::Pooled,
             &mut link.progress,
             &park,
         );
@@ -242,15 +245,15 @@ async fn idle(activity: &Activity, limit: Duration) {
     }
 }
 
-/// Connects to a random backend of `port`, trying the others in turn when
-/// one fails; a failed backend is ejected for [`EJECT_FOR`].
+/// Connects to a backend of `port` picked by the policy, trying the others
+/// in turn when one fails; a failed backend is ejected for [`EJECT_FOR`].
 async fn connect(port: u16, shared: &Shared) -> Result<(Socket, SocketAddr)> {
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         // Load, pick and copy the address out: no guard lives across an await.
         let picked = {
             let snapshot = shared.store.load();
-            snapshot::pick(snapshot.backends(port), &tried, &shared.ejections)
+            (shared.policy).pick(snapshot.backends(port), &tried, &shared.ejections)
         };
         let Some(addr) = picked else {
             if tried.is_empty() {

@@ -1,15 +1,18 @@
 //! The immutable set of targets that discovery publishes and every
-//! connection reads, and the lock-free backend pick.
+//! connection reads, and the lock-free backend pick ([`pick`]).
 
-use std::collections::{BTreeMap, HashMap};
+mod pick;
+mod table;
+
+pub use pick::{pick, Ejections, Policy};
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -163,143 +166,5 @@ impl Store {
     }
 }
 
-/// Backends that recently failed to connect, left out of picks for a while.
-///
-/// Writes happen only on connect failures; the pick path reads an atomic
-/// count and takes the lock only while some backend is ejected.
-#[derive(Debug, Default)]
-pub struct Ejections {
-    until: Mutex<HashMap<SocketAddr, Instant>>,
-    count: AtomicUsize,
-}
-
-impl Ejections {
-    /// Leaves `addr` out of picks for `period`.
-    pub fn eject(&self, addr: SocketAddr, period: Duration) {
-        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        until.retain(|_, t| *t > now);
-        until.insert(addr, now + period);
-        self.count.store(until.len(), Ordering::Release);
-    }
-
-    /// Puts `addr` back after it accepted a connection.
-    pub fn restore(&self, addr: SocketAddr) {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        until.remove(&addr);
-        self.count.store(until.len(), Ordering::Release);
-    }
-
-    /// Whether `addr` is currently left out.
-    pub fn is_ejected(&self, addr: SocketAddr) -> bool {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        until.get(&addr).is_some_and(|t| *t > Instant::now())
-    }
-}
-
-/// Picks a backend uniformly at random among those not yet `tried`,
-/// preferring ones that are not ejected; ejected ones are a last resort, so
-/// a client fails only when every backend has been tried.
-///
-/// Synchronous on purpose: no guard or RNG is held across an `.await`.
-pub fn pick(
-    backends: &[SocketAddr],
-    tried: &[SocketAddr],
-    ejections: &Ejections,
-) -> Option<SocketAddr> {
-    let untried = |a: &&SocketAddr| !tried.contains(a);
-    let mut rng = rand::rng();
-    // The common case: nothing tried, nothing ejected: one random draw.
-    if tried.is_empty() && ejections.count.load(Ordering::Acquire) == 0 {
-        if backends.is_empty() {
-            return None;
-        }
-        return Some(backends[rng.random_range(0..backends.len())]);
-    }
-    let healthy = |a: &&SocketAddr| untried(a) && !ejections.is_ejected(**a);
-    let n = backends.iter().filter(healthy).count();
-    if n > 0 {
-        return backends
-            .iter()
-            .filter(healthy)
-            .nth(rng.random_range(0..n))
-            .copied();
-    }
-    let n = backends.iter().filter(untried).count();
-    if n == 0 {
-        return None;
-    }
-    backends
-        .iter()
-        .filter(untried)
-        .nth(rng.random_range(0..n))
-        .copied()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(i: u8) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, i], 80))
-    }
-
-    #[test]
-    fn pick_is_uniform_and_skips_tried() {
-        let backends = [addr(1), addr(2), addr(3)];
-        let ej = Ejections::default();
-        let mut seen = HashMap::new();
-        for _ in 0..3000 {
-            *seen.entry(pick(&backends, &[], &ej).unwrap()).or_insert(0) += 1;
-        }
-        assert_eq!(seen.len(), 3);
-        assert!(seen.values().all(|n| *n > 800), "{seen:?}");
-        for _ in 0..100 {
-            let p = pick(&backends, &[addr(1), addr(3)], &ej).unwrap();
-            assert_eq!(p, addr(2));
-        }
-        assert_eq!(pick(&backends, &backends, &ej), None);
-        assert_eq!(pick(&[], &[], &ej), None);
-    }
-
-    #[test]
-    fn ejected_backends_are_a_last_resort() {
-        let backends = [addr(1), addr(2)];
-        let ej = Ejections::default();
-        ej.eject(addr(1), Duration::from_secs(60));
-        for _ in 0..100 {
-            assert_eq!(pick(&backends, &[], &ej), Some(addr(2)));
-        }
-        // With the healthy one tried, the ejected one is still given a chance.
-        assert_eq!(pick(&backends, &[addr(2)], &ej), Some(addr(1)));
-        ej.restore(addr(1));
-        assert!(!ej.is_ejected(addr(1)));
-        ej.eject(addr(1), Duration::ZERO);
-        assert!(!ej.is_ejected(addr(1)));
-    }
-
-    #[test]
-    fn snapshot_groups_by_port() {
-        let t = |port, i| Target {
-            listen_port: port,
-            container_port: port,
-            address: addr(i),
-            task_id: format!("t{i}"),
-            task_arn: format!("arn:t{i}"),
-            task_definition: "web:1".into(),
-            network_mode: NetworkMode::Bridge,
-            health: "UNKNOWN".into(),
-            host: "ci".into(),
-        };
-        let s = Snapshot::new(vec![t(443, 2), t(80, 2), t(80, 1)], vec![]);
-        assert_eq!(s.ports().collect::<Vec<_>>(), vec![80, 443]);
-        assert_eq!(s.backends(80), &[addr(1), addr(2)]);
-        assert!(s.backends(8080).is_empty());
-    }
-}
+mod tests;
