@@ -30,9 +30,11 @@ fn set(names: &[&str]) -> HashSet<String> {
 async fn bridge_private_and_public() {
     init_logs();
     let fake = FakeAws::start().await;
-    let private = Backend::start("private", "127.0.0.2", 0, Mode::Echo).await;
-    let _public = Backend::start("public", "127.0.0.3", private.port(), Mode::Echo).await;
-    let cport = free_port();
+    // The same host port on both addresses, as an instance would have it.
+    let host_port = listen_port();
+    let private = Backend::start("private", "127.0.0.2", host_port, Mode::Echo).await;
+    let _public = Backend::start("public", "127.0.0.3", host_port, Mode::Echo).await;
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", Some("127.0.0.3"));
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -47,16 +49,16 @@ async fn bridge_private_and_public() {
     assert_eq!(names(cport, 5).await, set(&["private"]));
     drop(kite);
 
-    let cport2 = free_port();
-    let kite = Kite::start(&fake, public_query("web", cport2, cport), REFRESH).await;
-    kite.wait_port(cport2, 1).await;
-    assert_eq!(names(cport2, 5).await, set(&["public"]));
+    assert_eq!(
+        public_names(&fake, "web", cport, 1, 5).await,
+        set(&["public"])
+    );
 }
 
 #[tokio::test]
 async fn host_mode_private_and_public() {
     let fake = FakeAws::start().await;
-    let cport = free_port();
+    let cport = listen_port();
     let b = Backend::start("host", "127.0.0.6", cport, Mode::Echo).await;
     let _public = Backend::start("host-public", "127.0.0.11", cport, Mode::Echo).await;
     fake.edit(|c| {
@@ -75,17 +77,17 @@ async fn host_mode_private_and_public() {
     assert_eq!(names(cport, 3).await, set(&["host"]));
     drop(kite);
 
-    let lport = free_port();
-    let kite = Kite::start(&fake, public_query("hosty", lport, cport), REFRESH).await;
-    kite.wait_port(lport, 1).await;
-    assert_eq!(names(lport, 3).await, set(&["host-public"]));
+    assert_eq!(
+        public_names(&fake, "hosty", cport, 1, 3).await,
+        set(&["host-public"])
+    );
 }
 
 /// awsvpc on EC2 and on Fargate: the ENI's private IP, or its public IP.
 #[tokio::test]
 async fn awsvpc_ec2_and_fargate_private_and_public() {
     let fake = FakeAws::start().await;
-    let cport = free_port();
+    let cport = listen_port();
     let ec2_priv = Backend::start("ec2-private", "127.0.0.7", cport, Mode::Echo).await;
     let _ec2_pub = Backend::start("ec2-public", "127.0.0.8", cport, Mode::Echo).await;
     let _far_priv = Backend::start("fargate-private", "127.0.0.9", cport, Mode::Echo).await;
@@ -139,11 +141,8 @@ async fn awsvpc_ec2_and_fargate_private_and_public() {
     );
     drop(kite);
 
-    let lport = free_port();
-    let kite = Kite::start(&fake, public_query("vpc", lport, cport), REFRESH).await;
-    kite.wait_port(lport, 2).await;
     assert_eq!(
-        names(lport, 40).await,
+        public_names(&fake, "vpc", cport, 2, 40).await,
         set(&["ec2-public", "fargate-public"])
     );
     assert!(fake.call_count("DescribeNetworkInterfaces") >= 1);
@@ -155,7 +154,7 @@ async fn revision_filter_and_service_selection() {
     let old = Backend::start("rev1", "127.0.0.2", 0, Mode::Echo).await;
     let new = Backend::start("rev2", "127.0.0.2", 0, Mode::Echo).await;
     let other = Backend::start("other-service", "127.0.0.2", 0, Mode::Echo).await;
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td1 = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -181,7 +180,7 @@ async fn revision_filter_and_service_selection() {
     assert_eq!(skipped[0].reason, "revision 1 is not 2");
     drop(kite);
 
-    let lport = free_port();
+    let lport = listen_port();
     let mut q = family_query("unused", None);
     q.selector = Selector::Service("frontend".into());
     q.port_maps = PortMaps::new(vec![PortMap {
@@ -201,7 +200,7 @@ async fn status_and_health_filters() {
     let healthy = Backend::start("healthy", "127.0.0.2", 0, Mode::Echo).await;
     let bad: Vec<Backend> =
         futures_start(&["pending", "stopping", "container-stopped", "unhealthy"]).await;
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -249,7 +248,7 @@ async fn futures_start(names: &[&str]) -> Vec<Backend> {
 #[tokio::test]
 async fn tasks_and_ports_follow_the_cluster() {
     let fake = FakeAws::start().await;
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (listen_port(), listen_port());
     let a1 = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
     let a2 = Backend::start("a-second-port", "127.0.0.2", 0, Mode::Echo).await;
     let b1 = Backend::start("b", "127.0.0.2", 0, Mode::Echo).await;
@@ -334,14 +333,16 @@ async fn eventually_refused(port: u16) {
     panic!("kite still accepts on port {port}");
 }
 
-/// ECS throttling or failing half the calls: kite keeps serving the last
-/// good targets, and picks up changes once calls go through.
+/// ECS throttling or failing half the calls, or every call: rounds fail
+/// (more failures in a row than the SDK retries), and kite keeps serving
+/// the last good targets throughout; it picks up changes once calls go
+/// through.
 #[tokio::test]
 async fn keeps_serving_through_throttling_and_errors() {
     let fake = FakeAws::start().await;
     let a = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
     let b = Backend::start("b", "127.0.0.2", 0, Mode::Echo).await;
-    let cport = free_port();
+    let cport = listen_port();
     let (ci, td) = fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -350,20 +351,27 @@ async fn keeps_serving_through_throttling_and_errors() {
     });
     let kite = Kite::start(&fake, family_query("web", None), REFRESH).await;
     kite.wait_port(cport, 1).await;
+    let failed_rounds = || {
+        let exposition = kite.metrics.render(None, 0);
+        sample(&exposition, "kite_discovery_errors_total", &[])
+    };
     for fault in [
-        Fault::Throttle { every: 2 },
-        Fault::ServerError { every: 2 },
+        Fault::ThrottleRuns { run: 2 },
+        Fault::ServerErrorRuns { run: 2 },
         Fault::Throttle { every: 1 },
     ] {
+        let failed_before = failed_rounds();
         fake.set_fault(fault);
-        let before = fake.calls().len();
-        // Serve through several refresh periods of failing calls.
-        for _ in 0..20 {
+        // Serve through failing rounds, at least two of them.
+        for i in 0.. {
             assert_eq!(whoami(cport).await.unwrap(), "a");
+            assert_eq!(kite.store.load().backends(cport).len(), 1, "{fault:?}");
+            if i >= 20 && failed_rounds() >= failed_before + 2.0 {
+                break;
+            }
+            assert!(i < 400, "no round failed under {fault:?}");
             tokio::time::sleep(REFRESH / 4).await;
         }
-        assert!(fake.calls().len() > before, "discovery kept calling");
-        assert_eq!(kite.store.load().backends(cport).len(), 1);
     }
     fake.set_fault(Fault::None);
     fake.edit(|c| c.add_task(bridge_task(&td, &ci, cport, &b)));
@@ -438,7 +446,7 @@ async fn api_economy_at_5000_tasks() {
 async fn bad_task_data_skips_only_that_task() {
     let fake = FakeAws::start().await;
     let good = Backend::start("good", "127.0.0.2", 0, Mode::Echo).await;
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -463,6 +471,22 @@ async fn bad_task_data_skips_only_that_task() {
     );
     assert!(reasons[1].contains("has no valid port"), "{reasons:?}");
     assert_eq!(reasons[2], "no containerInstanceArn");
+}
+
+/// The names seen over `n` connections through a kite that routes to the
+/// `targets` tasks of `family` by public address, their container port
+/// `cport` listened on at a port of its own.
+async fn public_names(
+    fake: &FakeAws,
+    family: &str,
+    cport: u16,
+    targets: usize,
+    n: usize,
+) -> HashSet<String> {
+    let lport = listen_port();
+    let kite = Kite::start(fake, public_query(family, lport, cport), REFRESH).await;
+    kite.wait_port(lport, targets).await;
+    names(lport, n).await
 }
 
 /// The tasks of `family` by public address, container port `container`

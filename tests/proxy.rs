@@ -16,7 +16,7 @@ const REFRESH: Duration = Duration::from_millis(200);
 /// Starts kite in front of `backends` (bridge tasks of family "web") and
 /// returns it with its listen port.
 async fn kite_for(fake: &FakeAws, backends: &[&Backend]) -> (Kite, u16) {
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci = c.add_instance("127.0.0.2", None);
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
@@ -38,10 +38,7 @@ async fn a_dead_backend_never_fails_a_client() {
     let c = Backend::start("c", "127.0.0.2", 0, Mode::Echo).await;
     let (kite, port) = kite_for(&fake, &[&a, &dead, &c]).await;
     dead.kill();
-    // Wait until the dead one refuses connections.
-    while TcpStream::connect(dead.addr).await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    refusing(&dead).await;
     let mut seen = std::collections::HashSet::new();
     for i in 0..60 {
         let name = whoami(port)
@@ -60,8 +57,20 @@ async fn a_dead_backend_never_fails_a_client() {
     // When every backend is dead, the client's connection is closed.
     a.kill();
     c.kill();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    refusing(&a).await;
+    refusing(&c).await;
     assert!(whoami(port).await.is_err());
+}
+
+/// Waits (up to 10 s) until a killed backend refuses connections.
+async fn refusing(backend: &Backend) {
+    for _ in 0..1000 {
+        if TcpStream::connect(backend.addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("backend {} still accepts after kill", backend.name);
 }
 
 #[tokio::test]
@@ -94,7 +103,7 @@ async fn integrity_under_200_concurrent_connections() {
     let fake = FakeAws::start().await;
     let a = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
     let b = Backend::start("b", "127.0.0.3", 0, Mode::Echo).await;
-    let cport = free_port();
+    let cport = listen_port();
     fake.edit(|c| {
         let ci_a = c.add_instance("127.0.0.2", None);
         let ci_b = c.add_instance("127.0.0.3", None);

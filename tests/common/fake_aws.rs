@@ -26,6 +26,19 @@ pub enum Fault {
     Throttle { every: u32 },
     /// Every `every`-th call (1: all) gets HTTP 500.
     ServerError { every: u32 },
+    /// Calls are throttled in runs of `run`, each followed by `run` calls
+    /// that pass: with `run` of 2 or more, some calls fail more times in a
+    /// row than the tests' clients retry (two attempts), so rounds fail.
+    ThrottleRuns { run: u32 },
+    /// As [`Fault::ThrottleRuns`], with HTTP 500.
+    ServerErrorRuns { run: u32 },
+}
+
+/// How an injected fault answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Throttle,
+    ServerError,
 }
 
 /// An EC2 instance's addresses.
@@ -567,9 +580,11 @@ impl FakeAws {
         self.lock().calls.clear();
     }
 
-    /// Sets the faults to inject.
+    /// Sets the faults to inject, counting calls afresh.
     pub fn set_fault(&self, fault: Fault) {
-        self.lock().fault = fault;
+        let mut inner = self.lock();
+        inner.fault = fault;
+        inner.counter = 0;
     }
 }
 
@@ -601,15 +616,19 @@ async fn handle(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
 }
 
 /// Whether this call fails by injection, and how.
-fn injected(inner: &mut Inner) -> Option<Fault> {
+fn injected(inner: &mut Inner) -> Option<Failure> {
     inner.counter += 1;
-    match inner.fault {
-        Fault::None => None,
-        Fault::Throttle { every } | Fault::ServerError { every } => inner
-            .counter
-            .is_multiple_of(u64::from(every.max(1)))
-            .then_some(inner.fault),
-    }
+    let every = |n: u32| inner.counter.is_multiple_of(u64::from(n.max(1)));
+    // Calls 1..=run fail, run+1..=2*run pass, and so on.
+    let in_run = |n: u32| ((inner.counter - 1) / u64::from(n.max(1))).is_multiple_of(2);
+    let (fails, failure) = match inner.fault {
+        Fault::None => return None,
+        Fault::Throttle { every: n } => (every(n), Failure::Throttle),
+        Fault::ServerError { every: n } => (every(n), Failure::ServerError),
+        Fault::ThrottleRuns { run } => (in_run(run), Failure::Throttle),
+        Fault::ServerErrorRuns { run } => (in_run(run), Failure::ServerError),
+    };
+    fails.then_some(failure)
 }
 
 // === ECS ===
@@ -635,21 +654,21 @@ fn ecs_call(inner: &mut Inner, target: &str, body: &[u8]) -> Answer {
     let op = target.rsplit('.').next().unwrap_or(target).to_owned();
     inner.calls.push(op.clone());
     match injected(inner) {
-        Some(Fault::Throttle { .. }) => {
+        Some(Failure::Throttle) => {
             return ecs_error(
                 StatusCode::BAD_REQUEST,
                 "ThrottlingException",
                 "Rate exceeded",
             )
         }
-        Some(Fault::ServerError { .. }) => {
+        Some(Failure::ServerError) => {
             return ecs_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServerException",
                 "injected",
             )
         }
-        _ => {}
+        None => {}
     }
     if let Some((status, body)) = inner.raw.get(&op) {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
@@ -964,21 +983,21 @@ fn ec2_call(inner: &mut Inner, body: &[u8]) -> Answer {
         .unwrap_or_default();
     inner.calls.push(action.clone());
     match injected(inner) {
-        Some(Fault::Throttle { .. }) => {
+        Some(Failure::Throttle) => {
             return ec2_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "RequestLimitExceeded",
                 "Request limit exceeded.",
             )
         }
-        Some(Fault::ServerError { .. }) => {
+        Some(Failure::ServerError) => {
             return ec2_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "injected",
             )
         }
-        _ => {}
+        None => {}
     }
     if let Some((status, body)) = inner.raw.get(&action) {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);

@@ -1,0 +1,309 @@
+//! The polling loop under paused time, driven by a scripted [`Source`].
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use tokio::time::Instant;
+
+use super::*;
+use crate::snapshot::NetworkMode;
+
+const REFRESH: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// One round as the fake saw it: when it started, and the targets the
+/// store held then (what the loop published before it).
+#[derive(Clone, Debug)]
+struct Call {
+    at: Instant,
+    published: Vec<u16>,
+}
+
+/// A source that answers from a script: `Ok(ports)` builds a snapshot with
+/// one target per port, `Err(())` fails the round. Once the script is
+/// done it cancels the loop.
+struct Fake {
+    script: VecDeque<Result<Vec<u16>, ()>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    store: Arc<Store>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Source for Fake {
+    fn round(&mut self) -> impl Future<Output = Result<Snapshot>> + Send {
+        let published = self
+            .store
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.listen_port)
+            .collect();
+        self.calls.lock().unwrap().push(Call {
+            at: Instant::now(),
+            published,
+        });
+        let next = self.script.pop_front();
+        if self.script.is_empty() {
+            self.cancel.cancel();
+        }
+        async move {
+            match next {
+                Some(Ok(ports)) => Ok(snapshot(&ports)),
+                _ => Err(anyhow!("scripted failure")),
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+}
+
+fn target(port: u16) -> Target {
+    Target {
+        listen_port: port,
+        container_port: port,
+        address: ([10, 0, 0, 1], port).into(),
+        task_id: format!("task-{port}"),
+        task_arn: format!("arn:aws:ecs:eu-west-1:1:task/default/task-{port}"),
+        task_definition: "web:1".into(),
+        network_mode: NetworkMode::Bridge,
+        health: "UNKNOWN".into(),
+        host: "i-1".into(),
+    }
+}
+
+fn snapshot(ports: &[u16]) -> Snapshot {
+    Snapshot::new(ports.iter().copied().map(target).collect(), Vec::new())
+}
+
+/// What a scripted run left: the rounds the source saw, the store and
+/// the metrics.
+struct Ran {
+    calls: Vec<Call>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs the loop over `script` to its end (time is paused, so the waits
+/// take no real time).
+async fn run_script(script: Vec<Result<Vec<u16>, ()>>) -> Ran {
+    let store = Arc::new(Store::default());
+    let metrics = Arc::new(Metrics::default());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let cancel = CancellationToken::new();
+    let fake = Fake {
+        script: script.into(),
+        calls: calls.clone(),
+        store: store.clone(),
+        cancel: cancel.clone(),
+        metrics: metrics.clone(),
+    };
+    let schedule = Schedule {
+        refresh: REFRESH,
+        max_backoff: MAX_BACKOFF,
+    };
+    run(fake, store.clone(), schedule, cancel).await;
+    let calls = calls.lock().unwrap().clone();
+    Ran {
+        calls,
+        store,
+        metrics,
+    }
+}
+
+/// The waits between consecutive rounds (the fake's rounds take no time).
+fn waits(calls: &[Call]) -> Vec<Duration> {
+    calls.windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+/// Whether `wait` is `base` plus at most as much again in jitter.
+fn jittered(wait: Duration, base: Duration) -> bool {
+    wait >= base && wait <= base * 2
+}
+
+/// Between good rounds the loop waits the refresh plus up to as much again
+/// in jitter, and the jitter varies from round to round.
+#[tokio::test(start_paused = true)]
+async fn good_rounds_come_every_refresh_plus_jitter() {
+    let Ran { calls, .. } = run_script(vec![Ok(vec![80]); 30]).await;
+    assert_eq!(calls.len(), 30);
+    let waits = waits(&calls);
+    for w in &waits {
+        assert!(
+            jittered(*w, REFRESH),
+            "wait {w:?} outside [1s, 2s]: {waits:?}"
+        );
+    }
+    let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    assert!(
+        *max - *min > REFRESH / 10,
+        "no jitter between rounds: {waits:?}"
+    );
+}
+
+/// Consecutive failures double the wait each time, up to `max_backoff`.
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_up_to_the_maximum() {
+    let mut script = vec![Ok(vec![80])];
+    script.extend(std::iter::repeat_n(Err(()), 6));
+    script.push(Ok(vec![80]));
+    let Ran { calls, .. } = run_script(script).await;
+    let waits = waits(&calls);
+    // After the good round, then after 1, 2, ... 6 failures in a row.
+    let s = Duration::from_secs;
+    let bases = [s(1), s(2), s(4), s(8), s(8), s(8), s(8)];
+    assert_eq!(waits.len(), bases.len());
+    for (i, (w, base)) in waits.iter().zip(bases).enumerate() {
+        assert!(
+            jittered(*w, base),
+            "wait {i} is {w:?}, not within [{base:?}, {:?}]: {waits:?}",
+            base * 2
+        );
+    }
+}
+
+/// One good round after failures brings the period back to the refresh.
+#[tokio::test(start_paused = true)]
+async fn a_good_round_resets_the_backoff() {
+    let mut script = vec![Err(()), Err(()), Err(())];
+    script.extend(vec![Ok(vec![80]); 4]);
+    let Ran { calls, .. } = run_script(script).await;
+    let waits = waits(&calls);
+    assert!(jittered(waits[2], MAX_BACKOFF), "backed off: {waits:?}");
+    for w in &waits[3..] {
+        assert!(jittered(*w, REFRESH), "no reset after success: {waits:?}");
+    }
+}
+
+/// A failed round publishes nothing: the last good targets stay until a
+/// good round replaces them.
+#[tokio::test(start_paused = true)]
+async fn a_failed_round_keeps_the_last_good_snapshot() {
+    let script = vec![Ok(vec![80, 81]), Err(()), Err(()), Ok(vec![82]), Err(())];
+    let Ran {
+        calls,
+        store,
+        metrics,
+    } = run_script(script).await;
+    let seen: Vec<Vec<u16>> = calls.iter().map(|c| c.published.clone()).collect();
+    let want: Vec<Vec<u16>> = vec![vec![], vec![80, 81], vec![80, 81], vec![80, 81], vec![82]];
+    assert_eq!(seen, want, "targets published before each round");
+    let after: Vec<u16> = store.load().targets.iter().map(|t| t.listen_port).collect();
+    assert_eq!(after, [82], "the last failed round kept the targets");
+    let rendered = metrics.render(None, 0);
+    let line = |name: &str| {
+        rendered
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{rendered}"))
+            .to_owned()
+    };
+    assert!(
+        line("kite_discovery_rounds_total").ends_with(" 5"),
+        "{rendered}"
+    );
+    assert!(
+        line("kite_discovery_errors_total").ends_with(" 3"),
+        "{rendered}"
+    );
+}
+
+/// A writer into a shared buffer, for capturing what the loop logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The captured lines that contain `needle`.
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Logs at info and above into a fresh buffer while `f` runs.
+fn capture_info<T>(f: impl FnOnce() -> T) -> (T, Captured) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    (out, captured)
+}
+
+/// log_changes logs each added and each removed target once, at info, and
+/// nothing for a target that stays.
+#[test]
+fn target_changes_are_logged_once_each() {
+    let ((), log) = capture_info(|| log_changes(&snapshot(&[80, 81]), &snapshot(&[81, 82])));
+    let added = log.lines_with("target added");
+    let removed = log.lines_with("target removed");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert!(added[0].contains(" INFO "), "{added:?}");
+    assert!(added[0].contains("port=82") && added[0].contains("backend=10.0.0.1:82"));
+    assert!(added[0].contains("task=task-82") && added[0].contains("taskdef=web:1"));
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].contains(" INFO "), "{removed:?}");
+    assert!(removed[0].contains("port=80") && removed[0].contains("task=task-80"));
+    assert!(
+        log.lines_with("port=81").is_empty(),
+        "an unchanged target was logged"
+    );
+}
+
+/// Through the loop: the first round adds its targets, a failed round logs
+/// no change, and the next good round logs only what changed.
+#[test]
+fn the_loop_logs_target_changes() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let script = vec![Ok(vec![80]), Err(()), Ok(vec![80, 81]), Ok(vec![81])];
+    let (_, log) = capture_info(|| runtime.block_on(run_script(script)));
+    let changes: Vec<String> = log
+        .lines_with("target ")
+        .iter()
+        .map(|l| {
+            let what = if l.contains("target added") {
+                "added"
+            } else {
+                "removed"
+            };
+            let port = l.split("port=").nth(1).unwrap().split(' ').next().unwrap();
+            format!("{what} {port}")
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        ["added 80", "added 81", "removed 80"],
+        "{changes:?}"
+    );
+    assert_eq!(log.lines_with("discovery round failed").len(), 1);
+    assert!(log.lines_with("discovery round failed")[0].contains(" WARN "));
+}
