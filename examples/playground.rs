@@ -13,19 +13,16 @@
 #[allow(dead_code)]
 mod fake_aws;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use fake_aws::{ContainerDef, FakeAws, TaskContainer, TaskSpec};
 use kite::config::{PortMaps, Selector};
-use kite::discovery::{self, Discovery, Query, Schedule};
+use kite::discovery::Query;
 use kite::proxy;
-use kite::snapshot::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The container port the simulated tasks expose (kite listens on it).
 const PORT: u16 = 18080;
@@ -52,8 +49,6 @@ async fn main() -> Result<()> {
         tasks.push(start_task(&fake, &td, ip).await?);
     }
 
-    let store = Arc::new(Store::default());
-    let cancel = CancellationToken::new();
     let query = Query {
         cluster: "default".into(),
         selector: Selector::Family {
@@ -64,26 +59,25 @@ async fn main() -> Result<()> {
         public: false,
         port_maps: PortMaps::default(),
     };
-    let discovery = Discovery::new(fake.ecs_client(), fake.ec2_client(), query);
-    let schedule = Schedule {
+    // What `kite proxy --family web --name app --listen-addr 127.0.0.1
+    // --refresh 500ms --connect-timeout 1s` runs, against the fake.
+    let config = proxy::Config {
         refresh: Duration::from_millis(500),
         max_backoff: Duration::from_secs(4),
-    };
-    tokio::spawn(discovery::run(
-        discovery,
-        store.clone(),
-        schedule,
-        cancel.clone(),
-    ));
-    let settings = proxy::Settings {
         connect_timeout: Duration::from_secs(1),
-        ..proxy::Settings::new("127.0.0.1".parse()?)
+        drain_timeout: Duration::from_secs(1),
+        ..proxy::Config::new(query, "127.0.0.1".parse()?)
     };
-    tokio::spawn(proxy::serve(
-        settings,
-        store,
-        TaskTracker::new(),
-        cancel.clone(),
+    let clients = kite::aws::Clients {
+        ecs: fake.ecs_client(),
+        ec2: fake.ec2_client(),
+    };
+    let shutdown = CancellationToken::new();
+    let kite = tokio::spawn(proxy::run(
+        config,
+        clients,
+        proxy::Handles::default(),
+        shutdown.clone().cancelled_owned(),
     ));
     println!("kite listens on 127.0.0.1:{PORT} for family web, container app\n");
 
@@ -124,8 +118,8 @@ async fn main() -> Result<()> {
         r = script => r?,
         _ = tokio::signal::ctrl_c() => {}
     }
-    cancel.cancel();
-    Ok(())
+    shutdown.cancel();
+    kite.await?
 }
 
 /// Starts a backend on `ip` that answers with its task id, and registers it
@@ -144,7 +138,7 @@ async fn start_task(fake: &FakeAws, td: &str, ip: &str) -> Result<String> {
             ..TaskSpec::new(td)
         })
     });
-    let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
+    let id = kite::config::arn::last_segment(&arn).to_owned();
     let answer = format!(
         "task …{} at {ip}:{host_port}",
         &id[id.len().saturating_sub(6)..]

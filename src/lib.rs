@@ -6,42 +6,66 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (clap), `KITE_*` environment variables and the
-//!   original Task Kite's argument form.
-//! - [`config`]: the value parsers behind the flags: task family and
-//!   revision, port maps, durations.
-//! - [`discovery`]: the only writer of the snapshot. Each round calls the ECS
-//!   and EC2 APIs ([`discovery::Discovery::round`]), caches what never
-//!   changes, and builds a new [`snapshot::Snapshot`] with the pure
-//!   [`discovery::build::build_snapshot`].
-//! - [`snapshot`]: the immutable set of targets, shared through an `ArcSwap`
-//!   ([`snapshot::Store`]), and the lock-free backend pick.
-//! - [`proxy`]: listeners that follow the snapshot's ports, and one task per
-//!   connection: pick, connect with failover, splice. Connections run on
-//!   [`proxy::Threads`], one single-threaded runtime per CPU, each with its
-//!   own listener on every port (SO_REUSEPORT). Its sockets
-//!   ([`proxy::net`]) also wait for TCP urgent data, which the splice loop
-//!   ([`proxy::splice`]) needs to know when a short read means drained.
-//! - [`metrics`]: the Prometheus metrics every part updates.
-//! - [`ops`]: running in production: the admin endpoint (`/healthz`,
-//!   `/readyz`, `/metrics`, `/targets`) and its client, `kite health`.
-//! - [`attach`]: `kite attach`: one task, resolved with the same discovery,
-//!   then stdin/stdout over TCP, a local port forward, or the container's
-//!   own stdio through the Docker daemon on its host.
+//! Modules are listed from the bottom up: each uses only modules above it
+//! in this list (`tests/layout.rs` checks that no two import each other).
+//!
+//! - [`config`]: the parsers of outside input, behind the flags (task
+//!   family and revision, port maps, durations, task id or ARN, Docker
+//!   host, detach keys) and ARNs ([`config::arn`], the one place that knows
+//!   their shape). Imports nothing else from kite.
+//! - [`metrics`]: the Prometheus metrics every part updates, in one
+//!   registry ([`metrics::Metrics`]).
+//! - [`snapshot`]: the immutable set of targets, shared through an
+//!   `ArcSwap` ([`snapshot::Store`]); how a connection picks its backend
+//!   ([`snapshot::Policy`], the seam for pick policies) and which backends
+//!   sit out after a failure ([`snapshot::Ejections`]); `kite targets`'
+//!   table.
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
 //!   chain, with clear errors when no region or credentials are found, and
 //!   an interceptor counting every API call.
 //! - [`metadata`]: from inside a task, its cluster, task, container and
 //!   region (task metadata endpoint v4 or v3; else the cgroup files and the
 //!   ECS agent's introspection API), for `kite whoami` and the defaults of
-//!   `--cluster` and the region.
+//!   `--cluster` and the region ([`metadata::defaults`]).
+//! - [`discovery`]: the only writer of the snapshot. [`discovery::run`]
+//!   polls a [`discovery::Source`] (the seam for a second source of
+//!   targets) on a jittered schedule with backoff
+//!   (`discovery/schedule.rs`). The ECS source, [`discovery::Discovery`],
+//!   calls ECS and EC2 (`ecs.rs`, `ec2.rs`), caches what never changes
+//!   (`task.rs`) and builds each snapshot with the pure
+//!   [`discovery::build::build_snapshot`]. [`discovery::TaskLookup`] finds
+//!   ONE task by id or ARN for attach, with the same caches, and says
+//!   [`discovery::task::Error::NotFound`] when ECS has no such task.
+//! - [`ops`]: running in production: the admin endpoint (`/healthz`,
+//!   `/readyz`, `/metrics`, `/targets`), its client `kite health`, and the
+//!   shutdown signals ([`ops::signal`]).
+//! - [`proxy`]: `kite proxy` as one call, [`proxy::run`] (`run.rs`), and
+//!   the data path it drives: listeners that follow the snapshot's ports
+//!   (`listen.rs`), connections placed and evened out among the proxy
+//!   threads (`threads.rs`), one task per connection that is admitted,
+//!   picks, connects with failover and relays (`conn.rs`), the relay itself
+//!   ([`proxy::splice`]: a shared buffer for small messages, pipes and
+//!   splice(2) for streams), the sockets it works on ([`proxy::net`]), and
+//!   the descriptor budget ([`proxy::limits`]).
+//! - [`attach`]: `kite attach`: one task, resolved with
+//!   [`discovery::TaskLookup`], then stdin/stdout over TCP, a local port
+//!   forward, or the container's own stdio through the Docker daemon on its
+//!   host. It takes an [`attach::Options`]; nothing in it knows clap.
+//! - [`cli`]: the command line (clap), `KITE_*` environment variables, the
+//!   original Task Kite's argument form (`cli/original.rs`), and where the
+//!   flags become [`proxy::Config`] and [`attach::Options`]. Only the
+//!   binary (`main.rs`: parse, logging, dispatch) uses it.
 //!
 //! # Data flow
 //!
 //! ```text
-//! discovery::run ─► Discovery::round ─► build_snapshot ─► Store (ArcSwap)
-//!                                                            │
-//! proxy::serve ─► listeners (per port, one per thread) ─► accept ─► pick ─► connect ─► splice
+//! proxy::run ─┬─► Threads::start (one runtime per proxy thread)
+//!             ├─► discovery::run ─► Source::round (Discovery::round) ─► build_snapshot ─► Store::publish
+//!             ├─► ops::serve (admin endpoint, reads Store and Metrics)
+//!             └─► proxy::serve ─► reconcile (a listener per port and thread, on Store::subscribe)
+//!                      └─► accept_loop ─► least_loaded (thread) ─► Conn::serve
+//!                               └─► admit ─► connect (Policy::pick, failover) ─► splice_resumable
+//!                                        └─► one_way: forward (buffer) | burst_through (pipe)
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -5,6 +5,8 @@
 //! succeeded recently enough), `/metrics` (Prometheus text format) and
 //! `/targets` (the current snapshot, as `kite targets --json` prints it).
 
+pub mod signal;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,23 +15,58 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use fake_aws::*;
 use kite::config::{PortMaps, Selector};
-use kite::discovery::{self, Discovery, Query, Schedule};
+use kite::discovery::Query;
 use kite::proxy;
 use kite::snapshot::{Snapshot, Store};
 #[allow(unused_imports)]
 pub use process::*;
 
-/// A port that was free on 127.0.0.1 a moment ago (the OS picks it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port for kite itself to listen on (a container port, an admin
+/// endpoint), or one where nothing may listen: this test process's alone
+/// until it exits.
+///
+/// kite binds the port itself, so no listener of ours can be handed over,
+/// and holding one would make kite's bind fail. Instead the port is below
+/// the kernel's ephemeral range (nothing bound to `:0`, no outgoing
+/// connection is given it), unique within this process, and claimed
+/// across processes (test binaries running side by side) by an abstract
+/// Unix socket named after it, which lives as long as this process; a
+/// port something else already listens on is skipped.
+pub fn listen_port() -> u16 {
+    static CLAIMED: std::sync::Mutex<Vec<std::os::unix::net::UnixListener>> =
+        std::sync::Mutex::new(Vec::new());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Where each process starts, so that processes seldom try the same
+    // ports; 10000..32000 is below Linux's default ephemeral range
+    // (32768..60999) and above the well-known ports.
+    const FIRST: usize = 10_000;
+    const SPAN: usize = 22_000;
+    let start = (std::process::id() as usize).wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        let Some(claim) = claim_port(port) else {
+            continue;
+        };
+        // Free now; and no other test process will take it from now on.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            CLAIMED.lock().unwrap().push(claim);
+            return port;
+        }
+    }
+    panic!("no port left to listen on");
+}
+
+/// Claims `port` among test processes: an abstract Unix socket of that
+/// name can be bound by one process at a time, and goes when it exits.
+fn claim_port(port: u16) -> Option<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("kite-test-port-{port}");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).ok()
 }
 
 /// How a backend answers.
@@ -152,39 +187,60 @@ pub async fn whoami(port: u16) -> std::io::Result<String> {
     Ok(name)
 }
 
-/// kite's discovery and proxy running in this process.
+/// kite running in this process: [`kite::proxy::run`], as `kite proxy`
+/// runs it (proxy threads and all), against the fake.
 pub struct Kite {
     pub store: Arc<Store>,
-    cancel: CancellationToken,
+    pub metrics: Arc<kite::metrics::Metrics>,
+    shutdown: CancellationToken,
 }
 
 impl Kite {
     /// Starts kite against the fake with `refresh`, listening on 127.0.0.1.
     pub async fn start(fake: &FakeAws, query: Query, refresh: Duration) -> Kite {
-        let store = Arc::new(Store::default());
-        let cancel = CancellationToken::new();
-        let discovery = Discovery::new(fake.ecs_client(), fake.ec2_client(), query);
-        let schedule = Schedule {
+        Kite::start_with(fake, |config| proxy::Config {
+            query,
             refresh,
             max_backoff: refresh * 4,
-        };
-        tokio::spawn(discovery::run(
-            discovery,
-            store.clone(),
-            schedule,
-            cancel.clone(),
-        ));
-        let settings = proxy::Settings {
+            ..config
+        })
+        .await
+    }
+
+    /// Starts kite against the fake with the configuration `configure`
+    /// makes of the tests' defaults (the family "app" of [`family_query`],
+    /// 127.0.0.1, a 2 s connect timeout, a 1 s drain).
+    pub async fn start_with(
+        fake: &FakeAws,
+        configure: impl FnOnce(proxy::Config) -> proxy::Config,
+    ) -> Kite {
+        let defaults = proxy::Config {
             connect_timeout: Duration::from_secs(2),
-            ..proxy::Settings::new("127.0.0.1".parse().unwrap())
+            drain_timeout: Duration::from_secs(1),
+            ..proxy::Config::new(family_query("app", None), "127.0.0.1".parse().unwrap())
         };
-        tokio::spawn(proxy::serve(
-            settings,
-            store.clone(),
-            TaskTracker::new(),
-            cancel.clone(),
-        ));
-        Kite { store, cancel }
+        let handles = proxy::Handles::default();
+        let clients = kite::aws::Clients {
+            ecs: fake.ecs_client(),
+            ec2: fake.ec2_client(),
+        };
+        let shutdown = CancellationToken::new();
+        let run = proxy::run(
+            configure(defaults),
+            clients,
+            handles.clone(),
+            shutdown.clone().cancelled_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = run.await {
+                panic!("kite failed: {err:#}");
+            }
+        });
+        Kite {
+            store: handles.store,
+            metrics: handles.metrics,
+            shutdown,
+        }
     }
 
     /// Waits (up to 10 s) until the snapshot satisfies `cond`.
@@ -219,7 +275,7 @@ impl Kite {
 
 impl Drop for Kite {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.shutdown.cancel();
     }
 }
 

@@ -1,0 +1,169 @@
+//! `kite proxy` as one call: the proxy threads, discovery, the admin
+//! endpoint, the listeners, and the drain on shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::limits::{lower_this_threads_priority, raise_open_file_limit};
+use super::{default_threads, max_connections_for, serve, Settings, Threads};
+use crate::aws::Clients;
+use crate::discovery::{self, Discovery, Query, Schedule};
+use crate::metrics::Metrics;
+use crate::ops;
+use crate::snapshot::Store;
+
+/// How much lower than the proxy threads' the control thread's priority is
+/// (a nice value step; 10 gives it about a tenth of a core the proxy
+/// threads want, which still finishes a 5,000-task round within seconds).
+const CONTROL_NICE: i32 = 10;
+
+/// What `kite proxy` is asked to do, parsed and validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Which tasks and container (the cluster already resolved).
+    pub query: Query,
+    /// The address every listener binds.
+    pub listen_addr: IpAddr,
+    /// Discovery period, before jitter.
+    pub refresh: Duration,
+    /// The longest wait between discovery rounds after repeated errors
+    /// (never shorter than `refresh`).
+    pub max_backoff: Duration,
+    /// Connect timeout per backend attempt.
+    pub connect_timeout: Duration,
+    /// How long open connections may finish after the shutdown trigger.
+    pub drain_timeout: Duration,
+    /// Where to serve `/healthz`, `/readyz`, `/metrics` and `/targets`.
+    pub admin_addr: Option<SocketAddr>,
+    /// `/readyz` is not ready once the last good round is older.
+    pub stale_after: Duration,
+    /// The most client connections served at once; `None`: what the
+    /// open-file limit allows.
+    pub max_connections: Option<usize>,
+    /// Close connections with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Proxy threads.
+    pub threads: usize,
+}
+
+impl Config {
+    /// The defaults of `kite proxy` for `query`, listening on `listen_addr`.
+    pub fn new(query: Query, listen_addr: IpAddr) -> Config {
+        Config {
+            query,
+            listen_addr,
+            refresh: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(25),
+            admin_addr: None,
+            stale_after: Duration::from_secs(300),
+            max_connections: None,
+            idle_timeout: None,
+            threads: default_threads(),
+        }
+    }
+}
+
+/// What the proxy shares with its caller, who may keep a clone: the
+/// snapshot discovery publishes, and the metrics (which the AWS clients'
+/// call counter may already write to).
+#[derive(Clone, Debug, Default)]
+pub struct Handles {
+    /// The targets.
+    pub store: Arc<Store>,
+    /// kite's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs `kite proxy` until `shutdown` resolves, then stops accepting and
+/// returns once the open connections have finished, or `drain_timeout`
+/// has passed (the connections left are then closed).
+pub async fn run(
+    config: Config,
+    clients: Clients,
+    handles: Handles,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    // The proxy threads start first, at the priority of the caller; this
+    // thread (discovery, the admin endpoint, and the blocking threads its
+    // runtime starts later) then steps back, so that a discovery round
+    // waits for the data path rather than the reverse.
+    let threads = Threads::start(config.threads).context("cannot start the proxy threads")?;
+    lower_this_threads_priority(CONTROL_NICE);
+    let nofile = raise_open_file_limit();
+    let Handles { store, metrics } = handles;
+    let query = config.query;
+    info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
+          public = query.public, "starting");
+    let cancel = CancellationToken::new();
+    // The admin endpoint answers until the drain ends, so /metrics shows
+    // the drain.
+    let _stop_admin = match config.admin_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--admin-addr {addr}: cannot listen"))?;
+            info!(%addr, "admin endpoint: /healthz /readyz /metrics /targets");
+            let admin = ops::Admin {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                stale_after: config.stale_after,
+                runtimes: threads.runtimes().to_vec(),
+            };
+            let stop = CancellationToken::new();
+            let serving = ops::serve(listener, admin, stop.clone());
+            tokio::spawn(async move {
+                if let Err(err) = serving.await {
+                    warn!("{err:#}");
+                }
+            });
+            Some(stop.drop_guard())
+        }
+        None => None,
+    };
+    let schedule = Schedule {
+        refresh: config.refresh,
+        max_backoff: config.max_backoff.max(config.refresh),
+    };
+    let discovery = Discovery::new(clients.ecs, clients.ec2, query).with_metrics(metrics.clone());
+    tokio::spawn(discovery::run(
+        discovery,
+        store.clone(),
+        schedule,
+        cancel.clone(),
+    ));
+    let settings = Settings {
+        listen_addr: config.listen_addr,
+        connect_timeout: config.connect_timeout,
+        max_connections: (config.max_connections).unwrap_or_else(|| max_connections_for(nofile)),
+        idle_timeout: config.idle_timeout,
+        policy: Default::default(),
+        metrics,
+        runtimes: threads.runtimes().to_vec(),
+    };
+    let tracker = TaskTracker::new();
+    let serving = tokio::spawn(serve(settings, store, tracker.clone(), cancel.clone()));
+    shutdown.await;
+    info!("shutting down: no new connections, draining open ones");
+    cancel.cancel();
+    let _ = serving.await;
+    tracker.close();
+    let drain = config.drain_timeout;
+    tokio::select! {
+        _ = tracker.wait() => info!("all connections closed"),
+        _ = tokio::time::sleep(drain) => {
+            warn!(open = tracker.len(), "--drain-timeout {drain:?} reached: closing the remaining connections");
+        }
+    }
+    // Dropping the threads drops the connections left on them.
+    drop(threads);
+    Ok(())
+}
