@@ -16,14 +16,12 @@ pub use schedule::{log_changes, run, Schedule, Source};
 pub use task::TaskLookup;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use anyhow::Result;
 use aws_sdk_ecs::types::Task;
 use tracing::{debug, warn};
 
 use crate::config::{PortMaps, Selector};
-use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use build::Want;
 use task::Fetcher;
@@ -50,7 +48,6 @@ pub struct Discovery {
     query: Query,
     /// Skip reasons already warned about, so each is logged once.
     warned: HashSet<(String, String)>,
-    metrics: Arc<Metrics>,
 }
 
 impl Discovery {
@@ -60,15 +57,7 @@ impl Discovery {
             fetcher: Fetcher::new(ecs, ec2),
             query,
             warned: HashSet::new(),
-            metrics: Arc::default(),
         }
-    }
-
-    /// Records rounds and target counts in `metrics` (the SDK clients
-    /// count the API calls themselves, see [`crate::aws::CallCounter`]).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// What this discovery looks for.

@@ -30,12 +30,6 @@ pub trait Source: Send {
 
     /// What this source polls (the ECS cluster), for the `discovery` span.
     fn describe(&self) -> String;
-
-    /// Where the loop records rounds and target counts; by default a
-    /// registry nobody reads.
-    fn metrics(&self) -> Arc<Metrics> {
-        Arc::default()
-    }
 }
 
 impl Source for Discovery {
@@ -45,10 +39,6 @@ impl Source for Discovery {
 
     fn describe(&self) -> String {
         self.query.cluster.clone()
-    }
-
-    fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 }
 
@@ -75,16 +65,17 @@ impl Schedule {
     }
 }
 
-/// Runs rounds of `source` until `cancel`: publishes each good round, keeps
-/// the last good snapshot through failed ones, and logs target changes.
+/// Runs rounds of `source` until `cancel`: publishes each good round in
+/// `store`, keeps the last good snapshot through failed ones, logs target
+/// changes, and records rounds and target counts in `metrics`.
 pub async fn run(
     mut source: impl Source,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     schedule: Schedule,
     cancel: CancellationToken,
 ) {
     let span = tracing::info_span!("discovery", cluster = %source.describe());
-    let metrics = source.metrics();
     async move {
         let mut errors = 0u32;
         loop {

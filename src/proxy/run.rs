@@ -133,10 +133,11 @@ pub async fn run(
         refresh: config.refresh,
         max_backoff: config.max_backoff.max(config.refresh),
     };
-    let discovery = Discovery::new(clients.ecs, clients.ec2, query).with_metrics(metrics.clone());
+    let discovery = Discovery::new(clients.ecs, clients.ec2, query);
     tokio::spawn(discovery::run(
         discovery,
         store.clone(),
+        metrics.clone(),
         schedule,
         cancel.clone(),
     ));

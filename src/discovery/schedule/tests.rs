@@ -30,7 +30,6 @@ struct Fake {
     calls: Arc<Mutex<Vec<Call>>>,
     store: Arc<Store>,
     cancel: CancellationToken,
-    metrics: Arc<Metrics>,
 }
 
 impl Source for Fake {
@@ -60,10 +59,6 @@ impl Source for Fake {
 
     fn describe(&self) -> String {
         "fake".into()
-    }
-
-    fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 }
 
@@ -105,13 +100,12 @@ async fn run_script(script: Vec<Result<Vec<u16>, ()>>) -> Ran {
         calls: calls.clone(),
         store: store.clone(),
         cancel: cancel.clone(),
-        metrics: metrics.clone(),
     };
     let schedule = Schedule {
         refresh: REFRESH,
         max_backoff: MAX_BACKOFF,
     };
-    run(fake, store.clone(), schedule, cancel).await;
+    run(fake, store.clone(), metrics.clone(), schedule, cancel).await;
     let calls = calls.lock().unwrap().clone();
     Ran {
         calls,
