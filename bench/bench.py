@@ -12,7 +12,12 @@ Each run takes each measure of every contender in turn, back to back (the
 order rotates from run to run), so the contenders share whatever the
 machine is doing at the time; the report
 gives the median of the runs with min and max, and each median's ratio to
-"direct" (no proxy) and to HAProxy.
+"direct" (no proxy) and to HAProxy. A before/after run (run.sh with
+KITE_BASELINE_BIN) has one contender more, "kite-before", the binary before
+the change run the same way as "kite"; the report then adds the ratio of
+kite's median to kite-before's, with the range of the per-run ratios, and
+marks a measure where kite's median is worse than kite-before's worst run
+(and more than 1% from its median).
 """
 import itertools
 import json
@@ -235,9 +240,13 @@ def measure(setup):
     # that run beside (one per core, or none): a few requests at a time
     # while every core is taken is what a sidecar sees when the
     # application beside it computes.
+    # Keep-alive 1 KiB also with 64 connections, one wrk thread: an
+    # outside benchmark saw kite's p99 at 1.17-1.20x HAProxy's there while
+    # req/s and CPU per request were level.
     wrks = [
         ("ka_1k", "/1k", 32, False, 1, 0),
         ("ka_1k_t2", "/1k", 32, False, 2, 0),
+        ("ka_1k_c64", "/1k", 64, False, 1, 0),
         ("ka_1m", "/1m", 8, False, 1, 0),
         ("close_1k", "/1k", 16, True, 1, 0),
         ("ka_1k_busy", "/1k", 2, False, 1, len(os.sched_getaffinity(0))),
@@ -306,6 +315,9 @@ ROWS = [
     ("ka_1k_t2_rps", "keep-alive 1 KiB, wrk with 2 threads: req/s", "high"),
     ("ka_1k_t2_p99", "keep-alive 1 KiB, wrk with 2 threads: p99 (ms)", "low"),
     ("ka_1k_t2_cpu_us_per_req", "keep-alive 1 KiB, wrk with 2 threads: proxy CPU µs per request", "low"),
+    ("ka_1k_c64_rps", "keep-alive 1 KiB, 64 connections: req/s", "high"),
+    ("ka_1k_c64_p99", "keep-alive 1 KiB, 64 connections: p99 (ms)", "low"),
+    ("ka_1k_c64_cpu_us_per_req", "keep-alive 1 KiB, 64 connections: proxy CPU µs per request", "low"),
     ("ka_1m_rps", "keep-alive 1 MiB: req/s", "high"),
     ("ka_1m_p99", "keep-alive 1 MiB: p99 (ms)", "low"),
     ("close_1k_rps", "new connection per request: req/s", "high"),
@@ -352,15 +364,27 @@ def fmt(v):
     return f"{v:.3g}"
 
 
+# Before/after columns, each shown when the table has both contenders: the
+# ratio of the medians, then the range of the ratios run by run (each run
+# measures the two seconds apart).
+BEFORE_AFTER = [
+    ("kite", "kite-before", "kite ÷ kite-before"),
+    ("kite-5000-tasks", "kite-before-5000-tasks", "kite-5000-tasks ÷ kite-before-5000-tasks"),
+]
+
+
 def report(results):
     runs = results["runs"]
     names = [c["name"] for c in results["setup"]["contenders"]]
+    pairs = [p for p in BEFORE_AFTER if p[0] in names and p[1] in names]
     out = []
-    head = "| measure | " + " | ".join(names) + " | kite ÷ direct | kite ÷ HAProxy |"
+    head = ("| measure | " + " | ".join(names) + " | kite ÷ direct | kite ÷ HAProxy |"
+            + "".join(f" {title} |" for _, _, title in pairs))
     out.append(head)
-    out.append("|---" * (len(names) + 3) + "|")
+    out.append("|---" * (len(names) + 3 + len(pairs)) + "|")
+    worse = []
     for key, label, better in ROWS:
-        medians, cells = {}, []
+        medians, ranges, cells = {}, {}, []
         for n in names:
             vals = [r[n][key] for r in runs if r.get(n, {}).get(key) is not None]
             if not vals:
@@ -368,6 +392,7 @@ def report(results):
                 continue
             med = statistics.median(vals)
             medians[n] = med
+            ranges[n] = (min(vals), max(vals))
             cells.append(f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})")
         if not medians:
             continue
@@ -375,8 +400,31 @@ def report(results):
             if a in medians and b in medians and medians[b]:
                 return f"{medians[a] / medians[b]:.2f}×"
             return "–"
+        def before_after(a, b):
+            if a not in medians or b not in medians or not medians[b]:
+                return "–"
+            by_run = [r[a][key] / r[b][key] for r in runs
+                      if r.get(a, {}).get(key) is not None and r.get(b, {}).get(key)]
+            cell = f"{medians[a] / medians[b]:.2f}×"
+            if by_run:
+                cell += f" ({min(by_run):.2f}–{max(by_run):.2f})"
+            # Worse beyond the run's own spread: the new binary's median
+            # lies past the old one's worst run, and by more than 1% (the
+            # segment counts vary in the third digit).
+            lo, hi = ranges[b]
+            past = (medians[a] < lo) if better == "high" else (medians[a] > hi)
+            if past and abs(medians[a] / medians[b] - 1) > 0.01:
+                cell += " **worse**"
+                worse.append(f"{label} ({a})")
+            return cell
         out.append(f"| {label} | " + " | ".join(cells)
-                   + f" | {ratio('kite', 'direct')} | {ratio('kite', 'haproxy')} |")
+                   + f" | {ratio('kite', 'direct')} | {ratio('kite', 'haproxy')} |"
+                   + "".join(f" {before_after(a, b)} |" for a, b, _ in pairs))
+    if pairs:
+        out.append("")
+        out.append("Before/after: the ratio of the medians, then the range of the ratios run by run; "
+                   "**worse** marks a median past the worst run of the binary before, and more than 1% from its median. "
+                   + (f"Worse: {'; '.join(worse)}." if worse else "No measure is worse."))
     for name, d in results.get("discovery", {}).items():
         out.append("")
         out.append(f"{name}: a discovery round took {d['kite_cpu_ms_per_round']:.1f} ms of kite's "
