@@ -290,8 +290,9 @@ async fn drain_timeout_closes_what_is_left() {
     let (mut idle, name) = open(cport).await.unwrap();
     assert_eq!(name, "b1");
     let shutdown = std::time::Instant::now();
-    drop(kite); // the shutdown trigger
-                // Draining: the connection is still served.
+    // Dropping kite's handle is the shutdown trigger; while it drains the
+    // connection is still served.
+    drop(kite);
     ping(&mut idle, b"draining").await;
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
