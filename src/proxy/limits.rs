@@ -13,21 +13,11 @@ pub const FDS_PER_CONNECTION: u64 = 6;
 /// clients' connections, logs.
 const FDS_RESERVED: u64 = 64;
 
-/// The connection limit the open-file limit allows: what is left after a
-/// reserve, divided by the descriptors each connection holds.
-pub fn default_max_connections() -> usize {
-    max_connections_for(open_file_limit())
-}
-
-/// The connection limit for an open-file limit of `nofile`.
+/// The connection limit an open-file limit of `nofile` allows: what is
+/// left after a reserve, divided by the descriptors each connection holds.
 pub fn max_connections_for(nofile: u64) -> usize {
     let n = nofile.saturating_sub(FDS_RESERVED) / FDS_PER_CONNECTION;
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)
-}
-
-/// The soft limit on open files (RLIMIT_NOFILE); `u64::MAX` when unlimited.
-pub fn open_file_limit() -> u64 {
-    soft(getrlimit(Resource::Nofile))
 }
 
 /// Raises the soft open-file limit to the hard one (as Go and HAProxy do),

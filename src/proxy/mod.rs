@@ -19,9 +19,7 @@ mod run;
 pub mod splice;
 mod threads;
 
-pub use limits::{
-    default_max_connections, max_connections_for, open_file_limit, FDS_PER_CONNECTION,
-};
+pub use limits::{max_connections_for, FDS_PER_CONNECTION};
 pub use listen::serve;
 pub use run::{run, Config, Handles};
 pub use threads::{default_threads, Threads};
@@ -66,23 +64,6 @@ pub struct Settings {
     /// connection stays on the runtime that accepted it. Empty: one
     /// listener per port, on the runtime [`serve`] runs on.
     pub runtimes: Vec<Handle>,
-}
-
-impl Settings {
-    /// Settings with the defaults of `kite proxy` for everything but the
-    /// listen address: connect timeout 3 s, no idle timeout, a random pick,
-    /// connections limited by [`default_max_connections`].
-    pub fn new(listen_addr: IpAddr) -> Settings {
-        Settings {
-            listen_addr,
-            connect_timeout: Duration::from_secs(3),
-            max_connections: default_max_connections(),
-            idle_timeout: None,
-            policy: Policy::default(),
-            metrics: Arc::default(),
-            runtimes: Vec::new(),
-        }
-    }
 }
 
 /// What every connection task shares.

@@ -2,6 +2,7 @@ use tokio::runtime::Handle;
 
 use super::*;
 use crate::proxy::threads::ProxyThread;
+use crate::snapshot::Policy;
 
 /// About 1.8 KB in a debug build; held twice, a task would be over 3 KB.
 const CONNECTION_TASK_MAX: usize = 2048;
@@ -14,7 +15,15 @@ async fn a_connection_task_stays_small() {
     let addr = listener.local_addr().unwrap();
     let (_client, accepted) = tokio::join!(net::Socket::connect(addr), listener.accept());
     let (client, peer) = accepted.unwrap();
-    let settings = Settings::new(addr.ip());
+    let settings = Settings {
+        listen_addr: addr.ip(),
+        connect_timeout: Duration::from_secs(3),
+        max_connections: 1,
+        idle_timeout: None,
+        policy: Policy::default(),
+        metrics: Arc::default(),
+        runtimes: Vec::new(),
+    };
     let shared = Arc::new(Shared::new(&settings, Arc::default(), TaskTracker::new()));
     let counters = Arc::new(shared.metrics.port(addr.port()));
     let thread = ProxyThread::new(0, Handle::current(), &shared.metrics);
