@@ -1,6 +1,7 @@
 //! The command line: clap definitions, `KITE_*` environment variables, and
 //! the original Task Kite's argument form.
 
+mod attach;
 mod original;
 #[cfg(test)]
 mod tests;
@@ -10,12 +11,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{
-    self, arn, DetachKeys, DockerHost, FamilyArg, PortMap, PortMaps, Selector, TaskRef,
-};
+use crate::config::{self, FamilyArg, PortMap, PortMaps, Selector};
 use crate::discovery::Query;
-use crate::{attach, proxy};
+use crate::proxy;
 
+pub use attach::AttachArgs;
 pub use original::normalize_args;
 
 /// A TCP ambassador for Amazon ECS: reach the tasks of a family or service
@@ -139,6 +139,13 @@ pub struct ProxyArgs {
           value_parser = config::parse_positive_duration)]
     pub refresh: Duration,
 
+    /// How long a task's status and health are trusted: each known task is
+    /// described again once per this, spread over the rounds (new and starting
+    /// tasks every round).
+    #[arg(long, env = "KITE_HEALTH_REFRESH", value_name = "DURATION", default_value = "30s",
+          value_parser = config::parse_positive_duration)]
+    pub health_refresh: Duration,
+
     /// How long to wait for a backend to accept a connection before trying another.
     #[arg(long, env = "KITE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "3s",
           value_parser = config::parse_positive_duration)]
@@ -182,6 +189,7 @@ impl ProxyArgs {
     pub fn config(&self, cluster: String) -> Result<proxy::Config, String> {
         Ok(proxy::Config {
             refresh: self.refresh,
+            health_refresh: self.health_refresh,
             connect_timeout: self.connect_timeout,
             drain_timeout: self.drain_timeout,
             admin_addr: self.admin_addr,
@@ -222,160 +230,6 @@ pub struct TargetsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `kite attach`.
-#[derive(Debug, Args)]
-pub struct AttachArgs {
-    /// The ECS cluster (name or ARN) [default: the cluster in a new-format
-    /// task ARN, else the cluster of the task kite runs in, else `default`].
-    #[arg(long, env = "KITE_CLUSTER")]
-    pub cluster: Option<String>,
-
-    /// The task: its id, or its ARN (old or new format).
-    #[arg(long, env = "KITE_TASK", value_name = "ID|ARN",
-          value_parser = config::parse_task_ref,
-          required_unless_present = "run", conflicts_with = "run")]
-    pub task: Option<TaskRef>,
-
-    /// Start a new task of this task definition (RunTask), then attach to it.
-    #[arg(long, env = "KITE_RUN", value_name = "TASKDEF[:REV]", value_parser = config::parse_family)]
-    pub run: Option<FamilyArg>,
-
-    /// With --run: the task's startedBy, to find it later.
-    #[arg(long, env = "KITE_STARTED_BY", default_value = "kite-attach")]
-    pub started_by: String,
-
-    /// With --run: leave the task running when the attach ends.
-    #[arg(long, env = "KITE_KEEP")]
-    pub keep: bool,
-
-    /// The container; may be left out when exactly one container of the task exposes ports.
-    #[arg(long, env = "KITE_NAME", value_name = "CONTAINER", value_parser = config::parse_container_name)]
-    pub name: Option<String>,
-
-    /// The container port; may be left out when the container exposes exactly one.
-    #[arg(long, env = "KITE_PORT", value_name = "PORT",
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-
-    /// Reach the task through the public IP of its instance or ENI.
-    #[arg(long, env = "KITE_PUBLIC")]
-    pub public: bool,
-
-    /// How long to wait for the task to be RUNNING.
-    #[arg(long, env = "KITE_WAIT", value_name = "DURATION", default_value = "5m",
-          value_parser = config::parse_positive_duration)]
-    pub wait: Duration,
-
-    /// How often to ask ECS for the task's status while waiting.
-    #[arg(long, env = "KITE_POLL", value_name = "DURATION", default_value = "2s",
-          value_parser = config::parse_positive_duration)]
-    pub poll: Duration,
-
-    /// How long to wait for the container port (or the Docker daemon) to accept a connection.
-    #[arg(long, env = "KITE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s",
-          value_parser = config::parse_positive_duration)]
-    pub connect_timeout: Duration,
-
-    /// Forward this local address to the task (many connections) instead of using stdin/stdout.
-    #[arg(
-        long,
-        env = "KITE_LISTEN",
-        value_name = "ADDR",
-        conflicts_with = "docker"
-    )]
-    pub listen: Option<SocketAddr>,
-
-    /// Attach to the container's own stdin/stdout/stderr through the Docker daemon on its host.
-    #[arg(long, env = "KITE_DOCKER")]
-    pub docker: bool,
-
-    /// The Docker daemon (tcp://HOST:PORT or unix:///PATH); default: tcp://INSTANCE-IP:--docker-port.
-    #[arg(long, env = "KITE_DOCKER_HOST", value_name = "URL", requires = "docker",
-          value_parser = config::parse_docker_host)]
-    pub docker_host: Option<DockerHost>,
-
-    /// The Docker daemon's TCP port on the task's instance.
-    #[arg(long, env = "KITE_DOCKER_PORT", default_value_t = 2376,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub docker_port: u16,
-
-    /// Mutual TLS to a tcp:// Docker daemon; plain TCP only with an explicit --docker-tls=false.
-    #[arg(long, env = "KITE_DOCKER_TLS", default_value_t = true, action = clap::ArgAction::Set,
-          value_name = "BOOL")]
-    pub docker_tls: bool,
-
-    /// The directory with ca.pem, cert.pem and key.pem for the Docker daemon's TLS.
-    #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
-    pub docker_cert_path: Option<std::path::PathBuf>,
-
-    /// The keys that detach from a container with a TTY, leaving it running.
-    #[arg(long, env = "KITE_DETACH_KEYS", default_value = "ctrl-p,ctrl-q",
-          value_parser = config::parse_detach_keys)]
-    pub detach_keys: DetachKeys,
-}
-
-impl AttachArgs {
-    /// The checked options: the flag combinations clap cannot express, and
-    /// `--cluster` against the cluster in a new-format task ARN. The error
-    /// is a usage error's message (exit 2).
-    pub fn options(self) -> Result<attach::Options, String> {
-        if self.keep && self.run.is_none() {
-            return Err("--keep only applies with --run (a task kite started)".into());
-        }
-        if self.port.is_some() && self.docker {
-            return Err(
-                "--port does not apply to --docker (it attaches to the container's stdio)".into(),
-            );
-        }
-        let from_arn = self.task.as_ref().and_then(|t| t.cluster.clone());
-        let cluster = match (self.cluster, from_arn) {
-            (Some(flag), Some(arn)) if arn::last_segment(&flag) != arn => {
-                return Err(format!(
-                    "--cluster {flag} does not match the cluster in the task ARN ({arn}); \
-                     leave --cluster out or give the task's id"
-                ));
-            }
-            (Some(flag), _) => Some(flag),
-            (None, from_arn) => from_arn,
-        };
-        let task = match (self.task, self.run) {
-            (Some(task), _) => attach::Which::Existing(task),
-            (None, Some(taskdef)) => attach::Which::Run {
-                taskdef,
-                started_by: self.started_by,
-                keep: self.keep,
-            },
-            (None, None) => return Err("--task or --run is required".into()),
-        };
-        let mode = if self.docker {
-            attach::Mode::Docker(attach::docker::Options {
-                host: self.docker_host,
-                port: self.docker_port,
-                tls: self.docker_tls,
-                cert_path: self.docker_cert_path,
-                detach_keys: self.detach_keys,
-            })
-        } else {
-            attach::Mode::Tcp {
-                port: self.port,
-                listen: self.listen,
-            }
-        };
-        Ok(attach::Options {
-            cluster,
-            task,
-            container: self.name,
-            public: self.public,
-            wait: attach::Wait {
-                limit: self.wait,
-                poll: self.poll,
-            },
-            connect_timeout: self.connect_timeout,
-            mode,
-        })
-    }
 }
 
 /// `kite whoami`.
