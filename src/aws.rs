@@ -37,7 +37,7 @@ pub struct Clients {
 ///
 /// `fallback_region` (the region of the task kite runs in) is used only
 /// when the standard chain finds no region.
-pub async fn clients(metrics: &Arc<Metrics>, fallback_region: Option<&str>) -> Result<Clients> {
+pub async fn clients(fallback_region: Option<&str>) -> Result<Clients> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(fallback) = fallback_region {
         let chain = RegionProviderChain::default_provider();
@@ -72,7 +72,7 @@ pub async fn clients(metrics: &Arc<Metrics>, fallback_region: Option<&str>) -> R
             "timed out after {CREDENTIALS_TIMEOUT:?} looking for AWS credentials (region {region})"
         ),
     }
-    Ok(Clients::new(&config, metrics))
+    Ok(Clients::new(&config))
 }
 
 /// Bounds on every API call, so an endpoint that stops answering fails the
@@ -86,18 +86,25 @@ fn timeouts() -> TimeoutConfig {
 }
 
 impl Clients {
-    /// Clients from an SDK configuration, counting their calls in `metrics`.
-    pub fn new(config: &SdkConfig, metrics: &Arc<Metrics>) -> Clients {
-        let counter = CallCounter(metrics.clone());
-        let ecs = aws_sdk_ecs::config::Builder::from(config)
-            .interceptor(counter.clone())
-            .build();
-        let ec2 = aws_sdk_ec2::config::Builder::from(config)
-            .interceptor(counter)
-            .build();
+    /// Clients from an SDK configuration.
+    pub fn new(config: &SdkConfig) -> Clients {
         Clients {
-            ecs: aws_sdk_ecs::Client::from_conf(ecs),
-            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            ecs: aws_sdk_ecs::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+
+    /// The same clients, counting every call and every throttled one in
+    /// `metrics` ([`CallCounter`]): what `/metrics` shows, and how
+    /// discovery learns that AWS throttles it. [`crate::proxy::run`] adds
+    /// it; do not add it twice.
+    pub fn counted(&self, metrics: &Arc<Metrics>) -> Clients {
+        let counter = CallCounter(metrics.clone());
+        let ecs = self.ecs.config().to_builder().interceptor(counter.clone());
+        let ec2 = self.ec2.config().to_builder().interceptor(counter);
+        Clients {
+            ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The `kite` binary: parse, set up logging, dispatch, exit codes.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::error::ErrorKind;
@@ -14,7 +14,6 @@ use kite::cli::{
 };
 use kite::discovery::Discovery;
 use kite::metadata;
-use kite::metrics::Metrics;
 use kite::{aws, ops, proxy};
 
 fn main() -> ExitCode {
@@ -106,7 +105,7 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
     let config = (args.config(defaults.cluster))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
     let handles = proxy::Handles::default();
-    let clients = aws::clients(&handles.metrics, defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
     let signals = ops::signal::watch();
     tokio::select! {
         result = proxy::run(config, clients, handles, signals.first.cancelled_owned()) => result,
@@ -127,9 +126,10 @@ async fn run_targets(args: TargetsArgs) -> Result<()> {
     let defaults = defaults(args.select.cluster.clone()).await;
     let query = (args.select.query(defaults.cluster))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
-    let clients = aws::clients(&Arc::new(Metrics::new()), defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
+    // One round: nothing known yet, so nothing to spread over rounds.
     let snapshot = Discovery::new(clients.ecs, clients.ec2, query)
-        .round()
+        .round(Duration::ZERO)
         .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
@@ -144,7 +144,7 @@ async fn run_attach(args: AttachArgs) -> Result<i32> {
     let options =
         (args.options()).unwrap_or_else(|msg| usage_error(ErrorKind::ArgumentConflict, msg));
     let defaults = defaults(options.cluster.clone()).await;
-    let clients = aws::clients(&Arc::new(Metrics::new()), defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

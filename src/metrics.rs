@@ -72,6 +72,9 @@ pub struct Metrics {
     rounds: Counter,
     round_errors: Counter,
     throttles: Family<OperationLabel, Counter>,
+    /// Every throttled attempt, for discovery's pace (not exported).
+    throttled_attempts: Counter,
+    discovery_period: Gauge<f64, std::sync::atomic::AtomicU64>,
     round_duration: Histogram,
     api_calls: Family<OperationLabel, Counter>,
     targets: Family<PortLabel, Gauge>,
@@ -129,6 +132,8 @@ impl Metrics {
             rounds: Counter::default(),
             round_errors: Counter::default(),
             throttles: Family::default(),
+            throttled_attempts: Counter::default(),
+            discovery_period: Gauge::default(),
             // 1 ms to about 65 s.
             round_duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             api_calls: Family::default(),
@@ -211,6 +216,11 @@ impl Metrics {
             "aws_api_throttled",
             "AWS API calls answered with a throttling error, per operation",
             self.throttles.clone(),
+        );
+        r.register(
+            "discovery_period_seconds",
+            "The discovery period in use, before jitter: --refresh, widened while AWS throttles",
+            self.discovery_period.clone(),
         );
         r.register(
             "discovery_round_duration_seconds",
@@ -330,7 +340,18 @@ impl Metrics {
         self.api_calls.get_or_create(&l).inc();
         if throttled {
             self.throttles.get_or_create(&l).inc();
+            self.throttled_attempts.inc();
         }
+    }
+
+    /// AWS API calls throttled so far, every operation together.
+    pub fn throttled_attempts(&self) -> u64 {
+        self.throttled_attempts.get()
+    }
+
+    /// The discovery period now in use.
+    pub fn set_discovery_period(&self, period: Duration) {
+        self.discovery_period.set(period.as_secs_f64());
     }
 
     /// A finished discovery round: how long it took, and whether it failed.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use kite::config::{PortMap, PortMaps, Selector};
 use kite::discovery::{Discovery, Query};
+use kite::proxy;
 use kite::snapshot::NetworkMode;
 
 const REFRESH: Duration = Duration::from_millis(100);
@@ -378,9 +379,142 @@ async fn keeps_serving_through_throttling_and_errors() {
     kite.wait_port(cport, 2).await;
 }
 
+/// `--health-refresh`: a task kite knows is described again about once per
+/// health refresh, not every round, and a container that turns UNHEALTHY
+/// gets no new connections once a health refresh plus a round has passed;
+/// a starting task is described every round, so it becomes a target as
+/// soon as it is RUNNING.
+#[tokio::test]
+async fn health_refresh_paces_describes_and_bounds_unhealthy_service() {
+    const HEALTH: Duration = Duration::from_secs(2);
+    let fake = FakeAws::start().await;
+    let a = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
+    let b = Backend::start("b", "127.0.0.2", 0, Mode::Echo).await;
+    let c = Backend::start("c", "127.0.0.2", 0, Mode::Echo).await;
+    let cport = listen_port();
+    let (ci, td, a_arn) = fake.edit(|cl| {
+        let ci = cl.add_instance("127.0.0.2", None);
+        let td = cl.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        let a_arn = cl.add_task(bridge_task(&td, &ci, cport, &a));
+        cl.add_task(bridge_task(&td, &ci, cport, &b));
+        (ci, td, a_arn)
+    });
+    let kite = Kite::start_with(&fake, |config| proxy::Config {
+        query: family_query("web", None),
+        refresh: REFRESH,
+        max_backoff: REFRESH * 4,
+        health_refresh: HEALTH,
+        ..config
+    })
+    .await;
+    kite.wait_port(cport, 2).await;
+
+    // Steady: ListTasks every round, DescribeTasks (both tasks in one
+    // call) about once per health refresh.
+    fake.clear_calls();
+    tokio::time::sleep(HEALTH * 2).await;
+    let (lists, describes) = (
+        fake.call_count("ListTasks"),
+        fake.call_count("DescribeTasks"),
+    );
+    println!(
+        "over {:?}: {lists} ListTasks, {describes} DescribeTasks",
+        HEALTH * 2
+    );
+    assert!(lists >= 10, "{lists} rounds");
+    assert!(
+        (1..=3).contains(&describes),
+        "{describes} DescribeTasks in {lists} rounds"
+    );
+
+    // a turns UNHEALTHY: gone within a health refresh plus a round (two
+    // refreshes at most), with room for a slow machine.
+    fake.edit(|cl| {
+        cl.task_mut(&a_arn).unwrap()["containers"][0]["healthStatus"] = "UNHEALTHY".into()
+    });
+    let turned = tokio::time::Instant::now();
+    kite.wait_for("a left for UNHEALTHY", |s| s.backends(cport).len() == 1)
+        .await;
+    let took = turned.elapsed();
+    println!("UNHEALTHY a left after {took:?}");
+    assert!(
+        took <= HEALTH + REFRESH * 2 + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(names(cport, 10).await, set(&["b"]));
+
+    // c starts: PENDING for three describes, then RUNNING. Described once
+    // per health refresh it would take three of them; described every
+    // round it is a target within a few rounds.
+    let started = tokio::time::Instant::now();
+    fake.edit(|cl| {
+        let mut t = bridge_task(&td, &ci, cport, &c);
+        t.last_status = "PENDING".into();
+        let arn = cl.add_task(t);
+        cl.script(&arn, &["PENDING", "PENDING", "RUNNING"]);
+    });
+    kite.wait_for("c RUNNING", |s| s.backends(cport).len() == 2)
+        .await;
+    let took = started.elapsed();
+    println!("starting c became a target after {took:?}");
+    assert!(took < HEALTH, "{took:?}");
+    assert_eq!(names(cport, 30).await, set(&["b", "c"]));
+}
+
+/// A steady kite's metrics: the discovery period gauge reads the refresh;
+/// under throttling it widens (and the targets stay); once calls go
+/// through again it narrows back to the refresh.
+#[tokio::test]
+async fn throttling_widens_the_period_and_it_comes_back() {
+    let fake = FakeAws::start().await;
+    let a = Backend::start("a", "127.0.0.2", 0, Mode::Echo).await;
+    let cport = listen_port();
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.2", None);
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        c.add_task(bridge_task(&td, &ci, cport, &a));
+    });
+    let kite = Kite::start_with(&fake, |config| proxy::Config {
+        query: family_query("web", None),
+        refresh: REFRESH,
+        max_backoff: REFRESH * 8,
+        ..config
+    })
+    .await;
+    kite.wait_port(cport, 1).await;
+    let period = || {
+        sample(
+            &kite.metrics.render(None, 0),
+            "kite_discovery_period_seconds",
+            &[],
+        )
+    };
+    assert_eq!(period(), REFRESH.as_secs_f64());
+    fake.set_fault(Fault::Throttle { every: 2 });
+    for i in 0.. {
+        assert_eq!(whoami(cport).await.unwrap(), "a");
+        if period() >= (REFRESH * 4).as_secs_f64() {
+            break;
+        }
+        assert!(i < 400, "the period never widened: {}", period());
+        tokio::time::sleep(REFRESH / 4).await;
+    }
+    assert!(period() <= (REFRESH * 8).as_secs_f64());
+    fake.set_fault(Fault::None);
+    for i in 0.. {
+        assert_eq!(kite.store.load().backends(cport).len(), 1);
+        if period() == REFRESH.as_secs_f64() {
+            break;
+        }
+        assert!(i < 800, "the period never came back: {}", period());
+        tokio::time::sleep(REFRESH / 4).await;
+    }
+}
+
 /// One round over 5,000 tasks on 500 container instances: at most 50
-/// ListTasks and 50 DescribeTasks calls; once the caches are warm, no
-/// DescribeContainerInstances, DescribeInstances or DescribeTaskDefinition.
+/// ListTasks and 50 DescribeTasks calls; once the caches are warm, at most
+/// 64 calls and no DescribeContainerInstances, DescribeInstances or
+/// DescribeTaskDefinition.
 #[tokio::test]
 async fn api_economy_at_5000_tasks() {
     let fake = FakeAws::start().await;
@@ -406,7 +540,7 @@ async fn api_economy_at_5000_tasks() {
         fake.ec2_client(),
         family_query("big", None),
     );
-    let snapshot = discovery.round().await.unwrap();
+    let snapshot = discovery.round(Duration::from_secs(7)).await.unwrap();
     assert_eq!(snapshot.targets.len(), 5000);
     let count = |op| fake.call_count(op);
     println!(
@@ -421,7 +555,7 @@ async fn api_economy_at_5000_tasks() {
     assert!(count("DescribeInstances") <= 5);
 
     fake.clear_calls();
-    let snapshot = discovery.round().await.unwrap();
+    let snapshot = discovery.round(Duration::from_secs(7)).await.unwrap();
     assert_eq!(snapshot.targets.len(), 5000);
     println!(
         "warm round: {} calls: ListTasks {} DescribeTasks {}",
@@ -430,7 +564,10 @@ async fn api_economy_at_5000_tasks() {
         count("DescribeTasks")
     );
     assert!(count("ListTasks") <= 50);
-    assert!(count("DescribeTasks") <= 50);
+    assert!(
+        fake.calls().len() <= 64,
+        "a steady round costs at most 64 calls"
+    );
     for op in [
         "DescribeContainerInstances",
         "DescribeInstances",

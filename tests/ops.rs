@@ -488,7 +488,10 @@ async fn good_round(kite: &KiteProcess) -> f64 {
 /// the good ones served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_answers_are_survived() {
-    let scene = scene("good", &["--refresh", "100ms"]).await;
+    // A health refresh shorter than a round: every round describes the
+    // task, so every malformed DescribeTasks answer is met.
+    let args = ["--refresh", "100ms", "--health-refresh", "1ms"];
+    let scene = scene("good", &args).await;
     let (fake, cport, kite) = (&scene.fake, scene.cport, scene.kite);
     let good = fake.edit(|c| c.tasks[0].clone());
     let good_arn = good["taskArn"].as_str().unwrap().to_owned();
@@ -518,6 +521,9 @@ async fn malformed_answers_are_survived() {
     ];
     let mut items = vec![good.clone()];
     items.extend(bad_items);
+    // ListTasks lists the bad ones too: what is not listed is not served.
+    let listed: Vec<&Value> = items.iter().map(|t| &t["taskArn"]).collect();
+    let listed = json!({ "taskArns": listed }).to_string();
     let ten_thousand: Vec<String> = (0..10_000)
         .map(|i| format!("arn:aws:ecs:us-east-1:123456789012:task/default/{i:032x}"))
         .chain([good_arn.clone()])
@@ -560,6 +566,9 @@ async fn malformed_answers_are_survived() {
     let mut rounds = kite.metric("kite_discovery_rounds_total", &[]).await;
     for (what, op, status, body) in cases {
         fake.set_raw(op, status, body);
+        if what.starts_with("bad items") {
+            fake.set_raw("ListTasks", 200, listed.clone());
+        }
         rounds_pass(&kite, rounds, 2.0).await;
         assert_eq!(whoami(cport).await.unwrap(), "good", "{what}");
         let (_, targets) = kite.get("/targets").await.unwrap();

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use aws_sdk_ecs::types::{Container, Task};
 
 use super::*;
-use crate::snapshot::{NetworkMode, Skipped};
+use crate::snapshot::{NetworkMode, SkipKind, Skipped};
 
 fn td(ports: &[(&str, &[u16])]) -> TaskDef {
     TaskDef {
@@ -92,7 +92,7 @@ fn target_choice() {
     let skipped = Skipped {
         task_arn: "arn".into(),
         reason: "container is PENDING".into(),
-        bad_data: false,
+        kind: SkipKind::Settling,
     };
     let s = Snapshot::new(vec![], vec![skipped]);
     let err = choose_target(&s, "abc", "app", None)

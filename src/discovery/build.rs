@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use aws_sdk_ecs::types::{Container, Task};
 
 use crate::config::PortMaps;
-use crate::snapshot::{NetworkMode, Skipped, Snapshot, Target};
+use crate::snapshot::{NetworkMode, SkipKind, Skipped, Snapshot, Target};
 
 /// What kite needs of a task definition; cached by ARN (they are immutable).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,8 +94,8 @@ pub struct Want<'a> {
 /// Everything a round fetched, keyed as the caches keep it.
 #[derive(Clone, Copy, Debug)]
 pub struct Fetched<'a> {
-    /// The tasks from DescribeTasks.
-    pub tasks: &'a [Task],
+    /// The tasks, as DescribeTasks last described them.
+    pub tasks: &'a [&'a Task],
     /// Task definitions by ARN.
     pub task_defs: &'a HashMap<String, TaskDef>,
     /// Host addresses by container instance ARN.
@@ -113,10 +113,10 @@ pub fn build_snapshot(want: &Want<'_>, fetched: Fetched<'_>) -> Snapshot {
         let arn = task.task_arn().unwrap_or("(task without taskArn)");
         match task_targets(want, fetched, task) {
             Ok(mut t) => targets.append(&mut t),
-            Err(Skip { reason, bad_data }) => skipped.push(Skipped {
+            Err(Skip { reason, kind }) => skipped.push(Skipped {
                 task_arn: arn.to_owned(),
                 reason,
-                bad_data,
+                kind,
             }),
         }
     }
@@ -126,23 +126,25 @@ pub fn build_snapshot(want: &Want<'_>, fetched: Fetched<'_>) -> Snapshot {
 /// Why a task is left out.
 struct Skip {
     reason: String,
-    bad_data: bool,
+    kind: SkipKind,
 }
 
-/// The task is not eligible (stopping, other revision, unhealthy).
+/// The task is not a target yet (starting, unhealthy).
+fn settling(reason: String) -> Skip {
+    let kind = SkipKind::Settling;
+    Skip { reason, kind }
+}
+
+/// The task is not eligible (stopping, other revision).
 fn ineligible(reason: String) -> Skip {
-    Skip {
-        reason,
-        bad_data: false,
-    }
+    let kind = SkipKind::Ineligible;
+    Skip { reason, kind }
 }
 
 /// The API data for the task is unusable.
 fn bad(reason: String) -> Skip {
-    Skip {
-        reason,
-        bad_data: true,
-    }
+    let kind = SkipKind::BadData;
+    Skip { reason, kind }
 }
 
 fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Target>, Skip> {
@@ -150,7 +152,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
     let last = task.last_status().unwrap_or("(none)");
     let desired = task.desired_status().unwrap_or("(none)");
     if last != "RUNNING" {
-        return Err(ineligible(format!("lastStatus is {last}")));
+        return Err(settling(format!("lastStatus is {last}")));
     }
     if desired != "RUNNING" {
         return Err(ineligible(format!("desiredStatus is {desired} (draining)")));
@@ -174,7 +176,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
         Some("RUNNING") => {}
         other => {
             let status = other.unwrap_or("(none)");
-            return Err(ineligible(format!("container is {status}")));
+            return Err(settling(format!("container is {status}")));
         }
     }
     let health = container
@@ -182,7 +184,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
         .map_or("UNKNOWN", |h| h.as_str())
         .to_owned();
     if health == "UNHEALTHY" {
-        return Err(ineligible("container is UNHEALTHY".into()));
+        return Err(settling("container is UNHEALTHY".into()));
     }
     let mode = td
         .network_mode

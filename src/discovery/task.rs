@@ -84,9 +84,8 @@ impl TaskLookup {
                 reason: reason.to_owned(),
             });
         };
-        let one = std::slice::from_ref(&found);
         self.fetcher
-            .fill(&self.cluster, self.public, one)
+            .fill(&self.cluster, self.public, &[&found])
             .await
             .map_err(Error::Api)?;
         Ok(found)
@@ -106,7 +105,7 @@ impl TaskLookup {
             revision: None,
             port_maps: &PortMaps::default(),
         };
-        build::build_snapshot(&want, self.fetcher.fetched(std::slice::from_ref(task)))
+        build::build_snapshot(&want, self.fetcher.fetched(&[task]))
     }
 
     /// The EC2 addresses of the instance `task` runs on, whatever its
@@ -163,7 +162,12 @@ impl Fetcher {
 
     /// Fetches what `tasks` need and the caches lack (ENI public IPs only
     /// when `public`), and drops what no task in `tasks` uses any more.
-    pub(super) async fn fill(&mut self, cluster: &str, public: bool, tasks: &[Task]) -> Result<()> {
+    pub(super) async fn fill(
+        &mut self,
+        cluster: &str,
+        public: bool,
+        tasks: &[&Task],
+    ) -> Result<()> {
         self.fill_task_defs(tasks).await?;
         self.fill_hosts(cluster, tasks).await?;
         if public {
@@ -173,7 +177,7 @@ impl Fetcher {
     }
 
     /// `tasks` with the cached data, for [`build::build_snapshot`].
-    pub(super) fn fetched<'a>(&'a self, tasks: &'a [Task]) -> Fetched<'a> {
+    pub(super) fn fetched<'a>(&'a self, tasks: &'a [&'a Task]) -> Fetched<'a> {
         Fetched {
             tasks,
             task_defs: &self.task_defs,
@@ -189,7 +193,7 @@ impl Fetcher {
 
     /// Describes the task definitions not cached yet; drops the ones no task
     /// uses any more.
-    async fn fill_task_defs(&mut self, tasks: &[Task]) -> Result<()> {
+    async fn fill_task_defs(&mut self, tasks: &[&Task]) -> Result<()> {
         let used: HashSet<&str> = tasks
             .iter()
             .filter_map(|t| t.task_definition_arn())
@@ -215,7 +219,7 @@ impl Fetcher {
 
     /// Resolves the instance addresses of the container instances that
     /// bridge and host tasks run on and that are not cached yet.
-    async fn fill_hosts(&mut self, cluster: &str, tasks: &[Task]) -> Result<()> {
+    async fn fill_hosts(&mut self, cluster: &str, tasks: &[&Task]) -> Result<()> {
         let used: BTreeSet<&str> = tasks
             .iter()
             .filter(|t| self.mode_of(t).is_some_and(|m| m != NetworkMode::Awsvpc))
@@ -256,11 +260,11 @@ impl Fetcher {
     }
 
     /// Looks up the public IPs of awsvpc task ENIs not cached yet.
-    async fn fill_enis(&mut self, tasks: &[Task]) -> Result<()> {
+    async fn fill_enis(&mut self, tasks: &[&Task]) -> Result<()> {
         let used: BTreeSet<String> = tasks
             .iter()
             .filter(|t| self.mode_of(t) == Some(NetworkMode::Awsvpc))
-            .filter_map(build::eni_id)
+            .filter_map(|t| build::eni_id(t))
             .collect();
         self.eni_public_ips.retain(|id, _| used.contains(id));
         let missing: Vec<String> = used

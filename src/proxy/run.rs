@@ -33,8 +33,11 @@ pub struct Config {
     pub listen_addr: IpAddr,
     /// Discovery period, before jitter.
     pub refresh: Duration,
-    /// The longest wait between discovery rounds after repeated errors
-    /// (never shorter than `refresh`).
+    /// How long a task's description is trusted before a round describes
+    /// it again.
+    pub health_refresh: Duration,
+    /// The longest wait between discovery rounds after repeated errors or
+    /// while AWS throttles (never shorter than `refresh`).
     pub max_backoff: Duration,
     /// Connect timeout per backend attempt.
     pub connect_timeout: Duration,
@@ -60,6 +63,7 @@ impl Config {
             query,
             listen_addr,
             refresh: Duration::from_secs(5),
+            health_refresh: discovery::HEALTH_REFRESH,
             max_backoff: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(25),
@@ -73,8 +77,7 @@ impl Config {
 }
 
 /// What the proxy shares with its caller, who may keep a clone: the
-/// snapshot discovery publishes, and the metrics (which the AWS clients'
-/// call counter may already write to).
+/// snapshot discovery publishes, and the metrics.
 #[derive(Clone, Debug, Default)]
 pub struct Handles {
     /// The targets.
@@ -85,7 +88,8 @@ pub struct Handles {
 
 /// Runs `kite proxy` until `shutdown` resolves, then stops accepting and
 /// returns once the open connections have finished, or `drain_timeout`
-/// has passed (the connections left are then closed).
+/// has passed (the connections left are then closed). Every call of
+/// `clients` is counted in the metrics ([`Clients::counted`]).
 pub async fn run(
     config: Config,
     clients: Clients,
@@ -133,7 +137,9 @@ pub async fn run(
         refresh: config.refresh,
         max_backoff: config.max_backoff.max(config.refresh),
     };
-    let discovery = Discovery::new(clients.ecs, clients.ec2, query);
+    let clients = clients.counted(&metrics);
+    let discovery =
+        Discovery::new(clients.ecs, clients.ec2, query).health_refresh(config.health_refresh);
     tokio::spawn(discovery::run(
         discovery,
         store.clone(),

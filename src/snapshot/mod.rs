@@ -68,10 +68,23 @@ pub struct Skipped {
     pub task_arn: String,
     /// Why it is left out.
     pub reason: String,
-    /// True when the reason is unusable API data (worth a warning), false
-    /// when the task is simply not eligible (stopping, other revision).
+    /// What kind of reason it is.
     #[serde(skip)]
-    pub bad_data: bool,
+    pub kind: SkipKind,
+}
+
+/// The kinds of reasons a task is left out, as far as discovery cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipKind {
+    /// Not a target yet, and may be one at its next describe: the task or
+    /// its container is not RUNNING yet, or the container is UNHEALTHY.
+    /// Discovery describes such a task again every round.
+    Settling,
+    /// Not eligible, and no describe will change that (draining, another
+    /// revision).
+    Ineligible,
+    /// The API data is unusable (worth a warning).
+    BadData,
 }
 
 /// An immutable view of the targets, built by one discovery round.

@@ -164,8 +164,9 @@ fn run(
         revision,
         port_maps: &port_maps,
     };
+    let tasks: Vec<&Task> = tasks.iter().collect();
     let fetched = Fetched {
-        tasks,
+        tasks: &tasks,
         task_defs: &f.task_defs,
         hosts: &f.hosts,
         eni_public_ips: &f.enis,
@@ -383,7 +384,8 @@ fn unusable_data_skips_only_that_task() {
             revision: None,
             port_maps: &PortMaps::default(),
         };
-        let tasks = [bad_task, bridge("ok")];
+        let ok = bridge("ok");
+        let tasks = [&bad_task, &ok];
         let fetched = Fetched {
             tasks: &tasks,
             task_defs: &f.task_defs,
@@ -394,7 +396,11 @@ fn unusable_data_skips_only_that_task() {
         assert_eq!(s.targets.len(), 1, "{reason}");
         assert_eq!(s.skipped.len(), 1, "{reason}");
         assert_eq!(s.skipped[0].reason, reason);
-        assert!(s.skipped[0].bad_data, "{reason} should count as bad data");
+        assert_eq!(
+            s.skipped[0].kind,
+            SkipKind::BadData,
+            "{reason} should count as bad data"
+        );
     }
 }
 

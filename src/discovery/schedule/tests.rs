@@ -20,20 +20,44 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 struct Call {
     at: Instant,
     published: Vec<u16>,
+    /// What the loop said the mean time between rounds is.
+    between: Duration,
 }
 
-/// A source that answers from a script: `Ok(ports)` builds a snapshot with
-/// one target per port, `Err(())` fails the round. Once the script is
-/// done it cancels the loop.
+/// One scripted round: `Ok(ports)` builds a snapshot with one target per
+/// port, `Err(())` fails the round; `throttled`: AWS throttled one of its
+/// calls (retried or not).
+struct Step {
+    answer: Result<Vec<u16>, ()>,
+    throttled: bool,
+}
+
+impl From<Result<Vec<u16>, ()>> for Step {
+    fn from(answer: Result<Vec<u16>, ()>) -> Step {
+        let throttled = false;
+        Step { answer, throttled }
+    }
+}
+
+/// A round that AWS throttled.
+fn throttled(answer: Result<Vec<u16>, ()>) -> Step {
+    let throttled = true;
+    Step { answer, throttled }
+}
+
+/// A source that answers from a script, counting throttled calls in the
+/// metrics as the SDK clients' call counter does. Once the script is done
+/// it cancels the loop.
 struct Fake {
-    script: VecDeque<Result<Vec<u16>, ()>>,
+    script: VecDeque<Step>,
     calls: Arc<Mutex<Vec<Call>>>,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 }
 
 impl Source for Fake {
-    fn round(&mut self) -> impl Future<Output = Result<Snapshot>> + Send {
+    fn round(&mut self, between: Duration) -> impl Future<Output = Result<Snapshot>> + Send {
         let published = self
             .store
             .load()
@@ -44,13 +68,17 @@ impl Source for Fake {
         self.calls.lock().unwrap().push(Call {
             at: Instant::now(),
             published,
+            between,
         });
         let next = self.script.pop_front();
         if self.script.is_empty() {
             self.cancel.cancel();
         }
+        if next.as_ref().is_some_and(|s| s.throttled) {
+            self.metrics.api_call("ListTasks", true);
+        }
         async move {
-            match next {
+            match next.map(|s| s.answer) {
                 Some(Ok(ports)) => Ok(snapshot(&ports)),
                 _ => Err(anyhow!("scripted failure")),
             }
@@ -90,15 +118,16 @@ struct Ran {
 
 /// Runs the loop over `script` to its end (time is paused, so the waits
 /// take no real time).
-async fn run_script(script: Vec<Result<Vec<u16>, ()>>) -> Ran {
+async fn run_script(script: Vec<impl Into<Step>>) -> Ran {
     let store = Arc::new(Store::default());
     let metrics = Arc::new(Metrics::default());
     let calls = Arc::new(Mutex::new(Vec::new()));
     let cancel = CancellationToken::new();
     let fake = Fake {
-        script: script.into(),
+        script: script.into_iter().map(Into::into).collect(),
         calls: calls.clone(),
         store: store.clone(),
+        metrics: metrics.clone(),
         cancel: cancel.clone(),
     };
     let schedule = Schedule {
@@ -300,4 +329,92 @@ fn the_loop_logs_target_changes() {
     );
     assert_eq!(log.lines_with("discovery round failed").len(), 1);
     assert!(log.lines_with("discovery round failed")[0].contains(" WARN "));
+}
+
+/// A throttled round widens the period 1.5 to 2.5 times, up to the
+/// maximum; good rounds narrow it back gradually, to the refresh.
+#[test]
+fn throttling_widens_the_period_and_good_rounds_narrow_it() {
+    let schedule = Schedule {
+        refresh: REFRESH,
+        max_backoff: MAX_BACKOFF,
+    };
+    let mut pace = Pace::new(schedule);
+    assert_eq!(pace.after_round(false, false), Change::Same);
+    assert_eq!(pace.period(), REFRESH);
+    assert_eq!(pace.after_round(false, true), Change::Widened);
+    let p = pace.period();
+    assert!(p >= REFRESH * 3 / 2 && p <= REFRESH * 5 / 2, "{p:?}");
+    assert_eq!(pace.mean_wait(), p.mul_f64(1.5));
+    // A throttled round that failed widens too; the error backoff
+    // (2 s after one failure) never shortens the wait below the period.
+    assert_eq!(pace.after_round(true, true), Change::Widened);
+    let q = pace.period();
+    assert!(
+        q >= p * 3 / 2 && q <= (p * 5 / 2).min(MAX_BACKOFF),
+        "{p:?} {q:?}"
+    );
+    assert_eq!(pace.mean_wait(), q.mul_f64(1.5));
+    for _ in 0..5 {
+        pace.after_round(false, true);
+    }
+    assert_eq!(pace.period(), MAX_BACKOFF, "capped");
+    assert_eq!(pace.after_round(false, true), Change::Same, "at the cap");
+    // Good rounds: 0.8 times each, never a jump back.
+    let mut rounds = 0;
+    loop {
+        let before = pace.period();
+        rounds += 1;
+        match pace.after_round(false, false) {
+            Change::Narrowed => assert_eq!(pace.period(), before.mul_f64(0.8)),
+            Change::Restored => break,
+            other => panic!("{other:?} after a good round at {before:?}"),
+        }
+    }
+    assert_eq!(pace.period(), REFRESH);
+    assert_eq!(rounds, 10, "8 s × 0.8^10 < 1 s");
+    assert_eq!(pace.after_round(false, false), Change::Same);
+}
+
+/// Through the loop: throttled rounds stretch the waits and the period
+/// gauge, the targets stay published throughout, the source hears the mean
+/// wait, and the change is logged once per widening and once on return.
+#[test]
+fn throttled_rounds_slow_the_loop_and_keep_the_targets() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let mut script: Vec<Step> = vec![Ok(vec![80]).into()];
+    script.extend((0..3).map(|_| throttled(Ok(vec![80]))));
+    script.push(throttled(Err(())));
+    script.extend((0..15).map(|_| Step::from(Ok(vec![80]))));
+    let (ran, log) = capture_info(|| runtime.block_on(run_script(script)));
+    let waits = waits(&ran.calls);
+    assert!(jittered(waits[0], REFRESH), "{waits:?}");
+    assert!(waits[1] >= REFRESH * 3 / 2, "not widened: {waits:?}");
+    assert!(waits[3] >= REFRESH * 3, "not widened again: {waits:?}");
+    assert!(waits[4] >= waits[3] / 2, "{waits:?}");
+    for w in &waits[waits.len() - 3..] {
+        assert!(jittered(*w, REFRESH), "not narrowed back: {waits:?}");
+    }
+    for (i, call) in ran.calls.iter().enumerate().skip(1) {
+        assert_eq!(call.published, [80], "round {i}: targets lost");
+    }
+    assert_eq!(ran.calls[0].between, REFRESH.mul_f64(1.5));
+    assert!(
+        ran.calls[2].between >= REFRESH.mul_f64(2.25),
+        "{:?}",
+        ran.calls[2]
+    );
+    let rendered = ran.metrics.render(None, 0);
+    assert!(
+        rendered.contains("kite_discovery_period_seconds 1.0"),
+        "{rendered}"
+    );
+    let widened = log.lines_with("AWS is throttling");
+    assert!((2..=4).contains(&widened.len()), "{widened:?}");
+    assert!(widened.iter().all(|l| l.contains(" WARN ")), "{widened:?}");
+    assert_eq!(log.lines_with("no more throttling").len(), 1);
 }
