@@ -29,10 +29,13 @@
 //!   `--cluster` and the region ([`metadata::defaults`]).
 //! - [`discovery`]: the only writer of the snapshot. [`discovery::run`]
 //!   polls a [`discovery::Source`] (the seam for a second source of
-//!   targets) on a jittered schedule with backoff
-//!   (`discovery/schedule.rs`). The ECS source, [`discovery::Discovery`],
-//!   calls ECS and EC2 (`ecs.rs`, `ec2.rs`), caches what never changes
-//!   (`task.rs`) and builds each snapshot with the pure
+//!   targets) on a jittered schedule with backoff, widened while AWS
+//!   throttles ([`discovery::Pace`], `discovery/schedule.rs`). The ECS
+//!   source, [`discovery::Discovery`], calls ECS and EC2 (`ecs.rs`,
+//!   `ec2.rs`), decides which tasks a round describes again (`known.rs`:
+//!   new and starting ones, the others once per `--health-refresh`),
+//!   caches what never changes (`task.rs`) and builds each snapshot with
+//!   the pure
 //!   [`discovery::build::build_snapshot`]. [`discovery::TaskLookup`] finds
 //!   ONE task by id or ARN for attach, with the same caches, and says
 //!   [`discovery::task::Error::NotFound`] when ECS has no such task.
@@ -60,7 +63,7 @@
 //!
 //! ```text
 //! proxy::run ─┬─► Threads::start (one runtime per proxy thread)
-//!             ├─► discovery::run ─► Source::round (Discovery::round) ─► build_snapshot ─► Store::publish
+//!             ├─► discovery::run ─► Source::round (Discovery::round: Known::plan) ─► build_snapshot ─► Store::publish
 //!             ├─► ops::serve (admin endpoint, reads Store and Metrics)
 //!             └─► proxy::serve ─► reconcile (a listener per port and thread, on Store::subscribe)
 //!                      └─► accept_loop ─► least_loaded (thread) ─► Conn::serve

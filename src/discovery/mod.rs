@@ -1,6 +1,6 @@
 //! Discovery: the only writer of the snapshot.
 //!
-//! A round lists the tasks, describes those that need it ([`known`]: new
+//! A round lists the tasks, describes those that need it (`known.rs`: new
 //! ones, starting ones, and the others once per health refresh), fills the
 //! caches for what it has not seen before (task definitions by ARN,
 //! instance addresses by container instance, public IPs by ENI), and builds
