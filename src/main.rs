@@ -152,7 +152,13 @@ async fn run_attach(args: AttachArgs) -> Result<i32> {
             on_signal.cancel();
         }
     });
-    kite::attach::run(options, defaults.cluster, clients.ecs, clients.ec2, cancel).await
+    let result =
+        kite::attach::run(options, defaults.cluster, clients.ecs, clients.ec2, cancel).await;
+    // Flags that the task definition shows wrong (--container, --subnets).
+    if let Some(kite::attach::Usage(msg)) = result.as_ref().err().and_then(|e| e.downcast_ref()) {
+        usage_error(ErrorKind::ValueValidation, msg.clone());
+    }
+    result
 }
 
 /// `kite whoami`: the task kite runs in; no AWS call.

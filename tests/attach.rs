@@ -323,3 +323,237 @@ async fn run_starts_attaches_and_stops_the_task() {
         "RUNNING"
     );
 }
+
+/// An awsvpc task definition `migrate:1` with the containers "app" (its
+/// ENI at 127.0.0.11 leads to `backend`) and "sidecar"; RunTask starts
+/// such a task.
+fn migrate_cluster(fake: &FakeAws, backend: &Backend) {
+    fake.edit(|c| {
+        let mut containers = app(&[(backend.port(), None)]);
+        containers.push(ContainerDef {
+            name: "sidecar".into(),
+            ports: Vec::new(),
+        });
+        let td = c.add_task_definition("migrate", 1, "awsvpc", &containers);
+        c.run_template = Some(TaskSpec {
+            eni: Some(("eni-0b".into(), backend.addr.ip().to_string())),
+            containers: vec![TaskContainer::new("app"), TaskContainer::new("sidecar")],
+            ..TaskSpec::new(&td)
+        });
+        c.run_script = ["PENDING", "RUNNING"].map(String::from).to_vec();
+    });
+}
+
+/// `--run` hands RunTask the command after `--` and `--env` for the
+/// chosen container, the awsvpc network, the capacity provider or launch
+/// type, and the placement constraints; DescribeTasks reports the
+/// overrides as ECS does.
+#[tokio::test]
+async fn run_passes_command_environment_network_and_placement() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("migrated", "127.0.0.11", 0, Mode::Echo).await;
+    migrate_cluster(&fake, &b);
+    let args = [
+        "--run",
+        "migrate",
+        "--container",
+        "app",
+        "--poll",
+        "10ms",
+        "--env",
+        "DATABASE_URL=postgres://db/app?sslmode=require",
+        "--env",
+        "EMPTY=",
+        "--subnets",
+        "subnet-1,subnet-2",
+        "--security-groups",
+        "sg-1",
+        "--assign-public-ip",
+        "--capacity-provider",
+        "spot",
+        "--placement-constraint",
+        "attribute:ecs.instance-type =~ t3.*",
+        "--placement-constraint",
+        "attribute:ecs.os-type == linux",
+        "--",
+        "./manage.py",
+        "migrate",
+        "--noinput",
+    ];
+    let out = attach(&fake, &args, b"ping\n").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("migrated\nping\n"));
+    let sent = fake.edit(|c| c.run_requests.clone());
+    assert_eq!(sent.len(), 1);
+    let req = &sent[0];
+    let want_overrides = serde_json::json!({"containerOverrides": [{
+        "name": "app",
+        "command": ["./manage.py", "migrate", "--noinput"],
+        "environment": [
+            {"name": "DATABASE_URL", "value": "postgres://db/app?sslmode=require"},
+            {"name": "EMPTY", "value": ""},
+        ],
+    }]});
+    assert_eq!(req["overrides"], want_overrides, "{req}");
+    assert_eq!(
+        req["networkConfiguration"]["awsvpcConfiguration"],
+        serde_json::json!({
+            "subnets": ["subnet-1", "subnet-2"],
+            "securityGroups": ["sg-1"],
+            "assignPublicIp": "ENABLED",
+        }),
+        "{req}"
+    );
+    assert_eq!(
+        req["capacityProviderStrategy"][0]["capacityProvider"],
+        "spot"
+    );
+    assert!(req.get("launchType").is_none(), "{req}");
+    let constraints = serde_json::json!([
+        {"type": "memberOf", "expression": "attribute:ecs.instance-type =~ t3.*"},
+        {"type": "memberOf", "expression": "attribute:ecs.os-type == linux"},
+    ]);
+    assert_eq!(req["placementConstraints"], constraints, "{req}");
+    let task = fake.edit(|c| c.tasks[0].clone());
+    assert_eq!(task["overrides"], want_overrides);
+    assert_eq!(task["capacityProviderName"], "spot");
+
+    // --launch-type (any case), no overrides when none are given.
+    let args = [
+        "--run",
+        "migrate:1",
+        "--container",
+        "app",
+        "--subnets",
+        "subnet-1",
+        "--launch-type",
+        "fargate",
+        "--poll",
+        "10ms",
+    ];
+    let out = attach(&fake, &args, b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let req = fake.edit(|c| c.run_requests[1].clone());
+    assert_eq!(req["launchType"], "FARGATE", "{req}");
+    assert!(req.get("overrides").is_none(), "{req}");
+    assert!(
+        req["networkConfiguration"]["awsvpcConfiguration"]
+            .get("securityGroups")
+            .is_none(),
+        "{req}"
+    );
+}
+
+/// What only the task definition shows wrong is a usage error too (exit
+/// 2), found before RunTask: awsvpc without `--subnets`, several
+/// containers and no `--container`, a container it lacks. A RunTask
+/// failure is one line with ECS's reason (exit 1).
+#[tokio::test]
+async fn run_checks_the_task_definition_before_starting() {
+    let fake = FakeAws::start().await;
+    let b = Backend::start("never", "127.0.0.11", 0, Mode::Echo).await;
+    migrate_cluster(&fake, &b);
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--run", "migrate", "--container", "app"],
+            &["--subnets", "awsvpc"],
+        ),
+        (
+            &["--run", "migrate", "--subnets", "subnet-1"],
+            &["several containers (app, sidecar)", "--container"],
+        ),
+        (
+            &[
+                "--run",
+                "migrate",
+                "--container",
+                "db",
+                "--subnets",
+                "subnet-1",
+            ],
+            &["--container db", "no such container", "app, sidecar"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let out = attach(&fake, args, b"").await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for want in *wants {
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(fake.call_count("RunTask"), 0, "nothing started");
+    assert!(fake.call_count("DescribeTaskDefinition") >= 3);
+
+    fake.set_raw(
+        "RunTask",
+        200,
+        r#"{"tasks":[],"failures":[{"arn":"arn:aws:ecs:us-east-1:123456789012:container-instance/default/1","reason":"RESOURCE:MEMORY"}]}"#,
+    );
+    let args = [
+        "--run",
+        "migrate",
+        "--container",
+        "app",
+        "--subnets",
+        "subnet-1",
+    ];
+    let out = attach(&fake, &args, b"").await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("started no task: RESOURCE:MEMORY"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with(errors[0]),
+        "nothing after the error: {err}"
+    );
+}
+
+/// The flags of `--run` that are wrong on their own exit 2 before any
+/// API call, naming the flag.
+#[tokio::test]
+async fn run_flags_usage_errors_exit_2() {
+    let fake = FakeAws::start().await;
+    let task = "0123456789abcdef0123456789abcdef";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--run", "migrate", "--env", "NOEQUALS"], "has no '='"),
+        (&["--run", "migrate", "--env", "=x"], "no name before '='"),
+        (
+            &["--run", "migrate", "--launch-type", "BOAT"],
+            "--launch-type",
+        ),
+        (
+            &[
+                "--run",
+                "migrate",
+                "--launch-type",
+                "EC2",
+                "--capacity-provider",
+                "x",
+            ],
+            "--capacity-provider",
+        ),
+        (&["--task", task, "--", "ls"], "only applies with --run"),
+        (&["--task", task, "--env", "A=1"], "--run"),
+        (
+            &["--run", "migrate", "--subnets", "a,,b"],
+            "not a list of ids",
+        ),
+        (&["--run", "migrate", "--assign-public-ip"], "--subnets"),
+        (
+            &["--run", "migrate", "--placement-constraint", " "],
+            "placement constraint is empty",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = attach(&fake, args, b"").await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(fake.calls().is_empty(), "usage errors call no API");
+}

@@ -4,7 +4,8 @@
 //! stdin/stdout ([`tcp::stdio`]), a local port forward ([`tcp::listen`]), or
 //! the container's own stdio through Docker ([`docker::attach`]).
 //!
-//! With `--run`, the task is started first (RunTask) and stopped when the
+//! With `--run`, the task is started first ([`run::Run`]: RunTask, with the
+//! command, environment, network and placement asked) and stopped when the
 //! attach ends, as the Empire RFC proposes for attached runs.
 //!
 //! The binary turns the flags into [`Options`] (`cli::AttachArgs::options`);
@@ -12,6 +13,7 @@
 
 mod daemon;
 pub mod docker;
+pub mod run;
 mod session;
 mod stdio;
 pub mod tcp;
@@ -27,11 +29,12 @@ use aws_sdk_ecs::types::Task;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::arn::last_segment;
-use crate::config::{FamilyArg, TaskRef};
+use crate::config::TaskRef;
 use crate::discovery::build::TaskDef;
 use crate::discovery::TaskLookup;
 use crate::snapshot::{Snapshot, Target};
 
+pub use run::{Run, Usage};
 pub use wait::{wait_running, Wait};
 
 /// What `kite attach` does, checked: the binary builds it from the flags
@@ -64,14 +67,7 @@ pub enum Which {
     /// A task that exists (`--task`).
     Existing(TaskRef),
     /// A new task of a task definition (`--run`).
-    Run {
-        /// The task definition family, optionally one revision.
-        taskdef: FamilyArg,
-        /// The task's startedBy.
-        started_by: String,
-        /// Leave the task running when the attach ends (`--keep`).
-        keep: bool,
-    },
+    Run(Run),
 }
 
 /// How to attach.
@@ -100,78 +96,32 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<i32> {
     let mut lookup = TaskLookup::new(ecs.clone(), ec2, cluster.clone(), options.public);
-    let (taskdef, started_by, keep) = match &options.task {
+    let run = match &options.task {
         Which::Existing(task) => {
             return attach(&mut lookup, task.lookup(), &options, &cancel).await
         }
-        Which::Run {
-            taskdef,
-            started_by,
-            keep,
-        } => (taskdef, started_by, *keep),
+        Which::Run(run) => run,
     };
-    let taskdef = match taskdef.revision {
-        Some(rev) => format!("{}:{rev}", taskdef.name),
-        None => taskdef.name.clone(),
-    };
-    let arn = run_task(&ecs, &cluster, &taskdef, started_by).await?;
+    let (arn, container) = run
+        .start(&ecs, &cluster, options.container.as_deref())
+        .await?;
     let id = last_segment(&arn);
+    let taskdef = run.taskdef_name();
     eprintln!("kite: started task {id} of {taskdef} in cluster {cluster}");
+    let options = Options {
+        container: Some(container),
+        ..options.clone()
+    };
     let result = attach(&mut lookup, &arn, &options, &cancel).await;
-    if keep {
+    if run.keep {
         eprintln!("kite: task {id} keeps running (--keep)");
     } else {
-        match stop_task(&ecs, &cluster, &arn).await {
+        match run::stop_task(&ecs, &cluster, &arn).await {
             Ok(()) => eprintln!("kite: stopped task {id}"),
             Err(err) => eprintln!("kite: could not stop task {id}: {err:#}"),
         }
     }
     result
-}
-
-/// RunTask: one task of `taskdef`; its ARN.
-async fn run_task(
-    ecs: &aws_sdk_ecs::Client,
-    cluster: &str,
-    taskdef: &str,
-    started_by: &str,
-) -> Result<String> {
-    let out = ecs
-        .run_task()
-        .cluster(cluster)
-        .task_definition(taskdef)
-        .started_by(started_by)
-        .count(1)
-        .send()
-        .await
-        .with_context(|| format!("RunTask of {taskdef} in cluster {cluster}"))?;
-    if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
-        return Ok(arn.to_owned());
-    }
-    let reasons: Vec<String> = out
-        .failures()
-        .iter()
-        .map(|f| format!("{} ({})", f.reason().unwrap_or("?"), f.arn().unwrap_or("?")))
-        .collect();
-    bail!(
-        "RunTask of {taskdef} in cluster {cluster} started no task: {}",
-        if reasons.is_empty() {
-            "no reason given".to_owned()
-        } else {
-            reasons.join("; ")
-        }
-    )
-}
-
-async fn stop_task(ecs: &aws_sdk_ecs::Client, cluster: &str, arn: &str) -> Result<()> {
-    ecs.stop_task()
-        .cluster(cluster)
-        .task(arn)
-        .reason("kite attach ended")
-        .send()
-        .await
-        .with_context(|| format!("StopTask of {arn}"))?;
-    Ok(())
 }
 
 /// Waits for the task, resolves it, and attaches in the chosen mode.

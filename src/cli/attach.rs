@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::attach;
-use crate::config::{self, arn, DetachKeys, DockerHost, FamilyArg, TaskRef};
+use crate::config::{self, arn, DetachKeys, DockerHost, FamilyArg, IdList, TaskRef};
 
 /// `kite attach`.
 #[derive(Debug, Args)]
@@ -34,8 +34,45 @@ pub struct AttachArgs {
     #[arg(long, env = "KITE_KEEP")]
     pub keep: bool,
 
-    /// The container; may be left out when exactly one container of the task exposes ports.
-    #[arg(long, env = "KITE_NAME", value_name = "CONTAINER", value_parser = config::parse_container_name)]
+    /// With --run: an environment variable for the container (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE",
+          value_parser = config::parse_env_var)]
+    pub env: Vec<(String, String)>,
+
+    /// With --run: the task's subnets (awsvpc), comma-separated.
+    #[arg(long, value_name = "ID,...", value_parser = config::parse_id_list)]
+    pub subnets: Option<IdList>,
+
+    /// With --run: the task's security groups (awsvpc), comma-separated.
+    #[arg(long, value_name = "ID,...", requires = "subnets", value_parser = config::parse_id_list)]
+    pub security_groups: Option<IdList>,
+
+    /// With --run: give the task's network interface a public IP (awsvpc).
+    #[arg(long, requires = "subnets")]
+    pub assign_public_ip: bool,
+
+    /// With --run: the launch type.
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        conflicts_with = "capacity_provider"
+    )]
+    pub launch_type: Option<LaunchTypeArg>,
+
+    /// With --run: the capacity provider to run on (instead of --launch-type).
+    #[arg(long, value_name = "NAME")]
+    pub capacity_provider: Option<String>,
+
+    /// With --run: a memberOf placement constraint, in the cluster query language (repeatable).
+    #[arg(long, value_name = "EXPR",
+          value_parser = config::parse_placement_constraint)]
+    pub placement_constraint: Vec<String>,
+
+    /// The container; may be left out when exactly one container of the task exposes
+    /// ports, or, with --run, when the task definition has one container.
+    #[arg(long, visible_alias = "container", env = "KITE_NAME", value_name = "CONTAINER",
+          value_parser = config::parse_container_name)]
     pub name: Option<String>,
 
     /// The container port; may be left out when the container exposes exactly one.
@@ -98,6 +135,21 @@ pub struct AttachArgs {
     #[arg(long, env = "KITE_DETACH_KEYS", default_value = "ctrl-p,ctrl-q",
           value_parser = config::parse_detach_keys)]
     pub detach_keys: DetachKeys,
+
+    /// With --run: the command for the container, after `--` (default: the task definition's).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `--launch-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LaunchTypeArg {
+    /// On the cluster's container instances.
+    #[value(name = "EC2")]
+    Ec2,
+    /// On Fargate.
+    #[value(name = "FARGATE")]
+    Fargate,
 }
 
 impl AttachArgs {
@@ -107,6 +159,26 @@ impl AttachArgs {
     pub fn options(self) -> Result<attach::Options, String> {
         if self.keep && self.run.is_none() {
             return Err("--keep only applies with --run (a task kite started)".into());
+        }
+        if self.run.is_none() {
+            let run_only = [
+                ("a command after --", !self.command.is_empty()),
+                ("--env", !self.env.is_empty()),
+                ("--subnets", self.subnets.is_some()),
+                ("--security-groups", self.security_groups.is_some()),
+                ("--assign-public-ip", self.assign_public_ip),
+                ("--launch-type", self.launch_type.is_some()),
+                ("--capacity-provider", self.capacity_provider.is_some()),
+                (
+                    "--placement-constraint",
+                    !self.placement_constraint.is_empty(),
+                ),
+            ];
+            if let Some((what, _)) = run_only.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{what} only applies with --run (a task kite starts)"
+                ));
+            }
         }
         if self.port.is_some() && self.docker {
             return Err(
@@ -126,11 +198,25 @@ impl AttachArgs {
         };
         let task = match (self.task, self.run) {
             (Some(task), _) => attach::Which::Existing(task),
-            (None, Some(taskdef)) => attach::Which::Run {
+            (None, Some(taskdef)) => attach::Which::Run(attach::Run {
                 taskdef,
                 started_by: self.started_by,
                 keep: self.keep,
-            },
+                command: self.command,
+                env: self.env,
+                network: self.subnets.map(|subnets| attach::run::Awsvpc {
+                    subnets: subnets.0,
+                    security_groups: self.security_groups.map(|g| g.0).unwrap_or_default(),
+                    assign_public_ip: self.assign_public_ip,
+                }),
+                launch: match (self.launch_type, self.capacity_provider) {
+                    (Some(LaunchTypeArg::Ec2), _) => Some(attach::run::Launch::Ec2),
+                    (Some(LaunchTypeArg::Fargate), _) => Some(attach::run::Launch::Fargate),
+                    (None, Some(name)) => Some(attach::run::Launch::CapacityProvider(name)),
+                    (None, None) => None,
+                },
+                constraints: self.placement_constraint,
+            }),
             (None, None) => return Err("--task or --run is required".into()),
         };
         let mode = if self.docker {

@@ -118,3 +118,25 @@ fn usage_errors_name_the_flag() {
         assert!(msg.contains(flag), "{args:?}: {msg}");
     }
 }
+
+#[test]
+fn run_flags_need_run() {
+    let task = "0123456789abcdef0123456789abcdef";
+    for extra in [
+        &["--env", "A=1"][..],
+        &["--subnets", "subnet-1"],
+        &["--launch-type", "EC2"],
+        &["--capacity-provider", "cp"],
+        &["--placement-constraint", "x"],
+    ] {
+        let mut args = vec!["kite", "attach", "--task", task];
+        args.extend_from_slice(extra);
+        let Command::Attach(attach) = Cli::try_parse_from(&args).unwrap().command else {
+            panic!("not attach");
+        };
+        let err = attach
+            .options()
+            .expect_err(&format!("{extra:?} without --run"));
+        assert!(err.contains("only applies with --run"), "{extra:?}: {err}");
+    }
+}

@@ -8,6 +8,7 @@
 pub mod arn;
 mod detach_keys;
 mod docker_host;
+mod run;
 mod task_ref;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use detach_keys::{parse_detach_keys, DetachKeys};
 pub use docker_host::{parse_docker_host, DockerHost};
+pub use run::{parse_env_var, parse_id_list, parse_placement_constraint, IdList};
 pub use task_ref::{parse_task_ref, TaskRef};
 
 /// Which tasks to route to: the tasks of a family (optionally one revision),

@@ -1,12 +1,14 @@
 //! A fake AWS endpoint on 127.0.0.1:0 for kite's tests: ECS's JSON 1.1
 //! protocol (dispatched on `X-Amz-Target`) and EC2's query protocol (XML
 //! answers), with state a test edits live, a log of calls, and injectable
-//! throttling and server errors.
+//! throttling and server errors. For the fleet benchmark
+//! (examples/fleet_cluster.rs) it can also throttle ECS calls with one token
+//! bucket, as ECS does per account and region, and count calls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -138,6 +140,8 @@ pub struct Cluster {
     pub run_template: Option<TaskSpec>,
     /// The statuses a task started by RunTask goes through.
     pub run_script: Vec<String>,
+    /// Every RunTask request, as sent.
+    pub run_requests: Vec<Value>,
     /// Counts the changes to the tasks, so that `derived` is known stale.
     generation: u64,
     derived: Derived,
@@ -169,6 +173,7 @@ impl Cluster {
             scripts: BTreeMap::new(),
             run_template: None,
             run_script: Vec::new(),
+            run_requests: Vec::new(),
             generation: 0,
             derived: Derived::default(),
         }
@@ -405,14 +410,100 @@ impl Cluster {
     }
 }
 
+/// A token bucket shared by every ECS call, as ECS throttles an account's
+/// read APIs per region: `rate` tokens a second, at most `burst` held. A
+/// call that finds the bucket empty is throttled (it takes no token).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    filled_at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    fn new(limit: RateLimit) -> Self {
+        Bucket {
+            limit,
+            tokens: limit.burst,
+            filled_at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.filled_at).as_secs_f64() * self.limit.rate;
+        self.tokens = (self.tokens + refill).min(self.limit.burst);
+        self.filled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Calls counted since the fake started: every call that arrived, throttled
+/// or not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// ECS calls by operation.
+    pub ecs: BTreeMap<String, u64>,
+    /// ECS calls answered `ThrottlingException` (by the bucket or injected).
+    pub ecs_throttled: u64,
+    /// EC2 calls by action.
+    pub ec2: BTreeMap<String, u64>,
+}
+
+impl CallCounts {
+    /// All ECS calls.
+    pub fn ecs_total(&self) -> u64 {
+        self.ecs.values().sum()
+    }
+
+    /// All EC2 calls.
+    pub fn ec2_total(&self) -> u64 {
+        self.ec2.values().sum()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     cluster: Cluster,
     calls: Vec<String>,
+    /// Whether `calls` grows: a long benchmark turns it off and reads
+    /// `counts` instead.
+    log_calls: bool,
+    counts: CallCounts,
+    /// ECS's throttling, when set.
+    bucket: Option<Bucket>,
     fault: Fault,
     counter: u64,
     /// Verbatim answers per operation: (HTTP status, body).
     raw: BTreeMap<String, (u16, String)>,
+}
+
+impl Inner {
+    /// Logs and counts a call; `ecs` tells which service it went to.
+    fn record(&mut self, op: &str, ecs: bool) {
+        if self.log_calls {
+            self.calls.push(op.to_owned());
+        }
+        let counts = if ecs {
+            &mut self.counts.ecs
+        } else {
+            &mut self.counts.ec2
+        };
+        *counts.entry(op.to_owned()).or_default() += 1;
+    }
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -465,6 +556,9 @@ impl FakeAws {
         let state: Shared = Arc::new(Mutex::new(Inner {
             cluster: Cluster::new(),
             calls: Vec::new(),
+            log_calls: true,
+            counts: CallCounts::default(),
+            bucket: None,
             fault: Fault::None,
             counter: 0,
             raw: BTreeMap::new(),
@@ -580,6 +674,24 @@ impl FakeAws {
         self.lock().calls.clear();
     }
 
+    /// Throttles ECS calls with one token bucket (full at first), or stops
+    /// throttling with `None`. EC2 calls are never in it: EC2 has its own
+    /// budget.
+    pub fn set_ecs_rate_limit(&self, limit: Option<RateLimit>) {
+        self.lock().bucket = limit.map(Bucket::new);
+    }
+
+    /// Calls counted so far (kept whether or not the log of calls is).
+    pub fn counts(&self) -> CallCounts {
+        self.lock().counts.clone()
+    }
+
+    /// Keeps the log of calls ([`FakeAws::calls`]) or stops growing it: a
+    /// fleet of clients polling for an hour would make it large.
+    pub fn set_call_log(&self, on: bool) {
+        self.lock().log_calls = on;
+    }
+
     /// Sets the faults to inject, counting calls afresh.
     pub fn set_fault(&self, fault: Fault) {
         let mut inner = self.lock();
@@ -650,25 +762,36 @@ fn invalid(message: &str) -> Answer {
     )
 }
 
+/// How ECS answers a call that fails.
+fn ecs_failure(failure: Failure) -> Answer {
+    match failure {
+        Failure::Throttle => ecs_error(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException",
+            "Rate exceeded",
+        ),
+        Failure::ServerError => ecs_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServerException",
+            "injected",
+        ),
+    }
+}
+
 fn ecs_call(inner: &mut Inner, target: &str, body: &[u8]) -> Answer {
     let op = target.rsplit('.').next().unwrap_or(target).to_owned();
-    inner.calls.push(op.clone());
-    match injected(inner) {
-        Some(Failure::Throttle) => {
-            return ecs_error(
-                StatusCode::BAD_REQUEST,
-                "ThrottlingException",
-                "Rate exceeded",
-            )
+    inner.record(&op, true);
+    let out_of_tokens = inner.bucket.as_mut().is_some_and(|b| !b.take());
+    let failure = if out_of_tokens {
+        Some(Failure::Throttle)
+    } else {
+        injected(inner)
+    };
+    if let Some(failure) = failure {
+        if failure == Failure::Throttle {
+            inner.counts.ecs_throttled += 1;
         }
-        Some(Failure::ServerError) => {
-            return ecs_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ServerException",
-                "injected",
-            )
-        }
-        None => {}
+        return ecs_failure(failure);
     }
     if let Some((status, body)) = inner.raw.get(&op) {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
@@ -696,11 +819,13 @@ fn ecs_call(inner: &mut Inner, target: &str, body: &[u8]) -> Answer {
         "ListTasks" => list_tasks(cluster, &req),
         "DescribeTasks" => describe_tasks(cluster, &req),
         "DescribeTaskDefinition" => {
+            // An ARN, family:revision, or a family (its latest revision).
             let want = req["taskDefinition"].as_str().unwrap_or_default();
-            let found = cluster
-                .task_definitions
-                .iter()
-                .find(|(arn, _)| *arn == want || arn.ends_with(&format!("/{want}")));
+            let found = (cluster.task_definitions.iter())
+                .filter(|(arn, td)| {
+                    *arn == want || arn.ends_with(&format!("/{want}")) || td["family"] == want
+                })
+                .max_by_key(|(_, td)| td["revision"].as_u64());
             match found {
                 Some((_, td)) => ecs_ok(json!({"taskDefinition": td})),
                 None => ecs_error(
@@ -894,6 +1019,17 @@ fn run_task(cluster: &mut Cluster, req: &Value) -> Answer {
             ..base
         };
         let task_arn = cluster.add_task(spec);
+        // What ECS reports of the request: the overrides, and the capacity
+        // provider or the launch type.
+        let task = cluster.task_mut(&task_arn).unwrap();
+        task["overrides"] = match req.get("overrides") {
+            Some(o) => o.clone(),
+            None => json!({"containerOverrides": []}),
+        };
+        if let Some(cp) = req["capacityProviderStrategy"][0]["capacityProvider"].as_str() {
+            task["capacityProviderName"] = json!(cp);
+        }
+        cluster.run_requests.push(req.clone());
         let script = cluster.run_script.clone();
         let steps: Vec<&str> = script.iter().map(String::as_str).collect();
         cluster.script(&task_arn, &steps);
@@ -981,7 +1117,7 @@ fn ec2_call(inner: &mut Inner, body: &[u8]) -> Answer {
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    inner.calls.push(action.clone());
+    inner.record(&action, false);
     match injected(inner) {
         Some(Failure::Throttle) => {
             return ec2_error(
