@@ -140,7 +140,7 @@ async fn run_targets(args: TargetsArgs) -> Result<()> {
 }
 
 /// `kite attach`; the exit code is the container's with `--docker`.
-async fn run_attach(args: AttachArgs) -> Result<i32> {
+async fn run_attach(args: Box<AttachArgs>) -> Result<i32> {
     let options =
         (args.options()).unwrap_or_else(|msg| usage_error(ErrorKind::ArgumentConflict, msg));
     let defaults = defaults(options.cluster.clone()).await;

@@ -57,7 +57,7 @@ pub enum Command {
     Health(HealthArgs),
     /// Attach to ONE task: a TCP connection on stdin/stdout, a local port
     /// forward (--listen), or its container's own stdio (--docker).
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// From inside an ECS task: its cluster, task, family:revision and
     /// container (no AWS credentials needed).
     Whoami(WhoamiArgs),
