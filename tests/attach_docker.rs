@@ -535,3 +535,124 @@ async fn docker_tty_detach_keys_leave_the_container_running() {
     let running = docker(&["inspect", "-f", "{{.State.Running}}", &cname]);
     assert_eq!(running, "true", "{screen}");
 }
+
+/// Plays the ECS agent for the next task RunTask starts (the
+/// `run_requests` beyond `seen`): creates container "app" with the
+/// overridden command and the agent's labels, starts it, waits until its
+/// output holds `ready` (or, with `None`, until it exits), then reports
+/// the task RUNNING with the container's runtimeId.
+async fn play_agent(fake: &FakeAws, daemon: &mut Daemon, seen: usize, ready: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while fake.edit(|c| c.run_requests.len()) <= seen {
+        assert!(tokio::time::Instant::now() < deadline, "no RunTask");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (arn, command) = fake.edit(|c| {
+        let req = &c.run_requests[seen];
+        let command: Vec<String> = req["overrides"]["containerOverrides"][0]["command"]
+            .as_array()
+            .expect("a command override")
+            .iter()
+            .map(|w| w.as_str().unwrap().to_owned())
+            .collect();
+        let arn = c.tasks.last().unwrap()["taskArn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (arn, command)
+    });
+    let name = format!("kite-{}-run{seen}", daemon.name);
+    daemon.cleanup.containers.push(name.clone());
+    let task_label = format!("com.amazonaws.ecs.task-arn={arn}");
+    let mut args = vec!["create", "--name", &name, "--label", &task_label];
+    args.extend([
+        "--label",
+        "com.amazonaws.ecs.container-name=app",
+        &daemon.image,
+    ]);
+    args.extend(command.iter().map(String::as_str));
+    let cid = docker(&args);
+    docker(&["start", &cid]);
+    match ready {
+        None => {
+            docker(&["wait", &cid]);
+        }
+        Some(line) => {
+            while !docker(&["logs", &cid]).contains(line) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never printed {line}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    fake.edit(|c| {
+        let task = c.task_mut(&arn).unwrap();
+        task["lastStatus"] = "RUNNING".into();
+        task["containers"][0]["lastStatus"] = "RUNNING".into();
+        task["containers"][0]["runtimeId"] = cid.clone().into();
+    });
+}
+
+/// `--run` with a command: what it printed before kite attached comes
+/// out once, then the rest, and kite exits with its code; a command done
+/// before kite attached has its whole output printed once, stdout and
+/// stderr apart, and its code passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_loses_no_output_of_a_short_command() {
+    let Some(mut daemon) = Daemon::start("run_loses_no_output", "runout") else {
+        return;
+    };
+    let fake = FakeAws::start().await;
+    fake.edit(|c| {
+        let ci = c.add_instance("127.0.0.1", None);
+        let td = c.add_task_definition("oneoff", 1, "bridge", &app(&[]));
+        c.run_template = Some(TaskSpec {
+            container_instance_arn: Some(ci),
+            containers: vec![TaskContainer::new("app")],
+            ..TaskSpec::new(&td)
+        });
+    });
+    let base = [
+        "--run",
+        "oneoff",
+        "--docker",
+        "--docker-host",
+        UNIX,
+        "--poll",
+        "10ms",
+        "--",
+    ];
+
+    // Still running when kite attaches, with a line already printed.
+    let script = "echo early; echo early-err >&2; sleep 1; echo late; exit 4";
+    let mut args = base.to_vec();
+    args.extend(["sh", "-c", script]);
+    let (out, ()) = tokio::join!(
+        run(kite(&fake, &args, &[]), b""),
+        play_agent(&fake, &mut daemon, 0, Some("early"))
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(text(&out.stdout), "early\nlate\n", "{stderr}");
+    assert_eq!(stderr.matches("early-err").count(), 1, "{stderr}");
+
+    // Done before kite attaches.
+    let script = "echo out-line; echo err-line >&2; exit 3";
+    let mut args = base.to_vec();
+    args.extend(["sh", "-c", script]);
+    let (out, ()) = tokio::join!(
+        run(kite(&fake, &args, &[]), b""),
+        play_agent(&fake, &mut daemon, 1, None)
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(text(&out.stdout), "out-line\n", "{stderr}");
+    assert_eq!(stderr.matches("err-line").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("had exited (code 3) before kite attached"),
+        "{stderr}"
+    );
+    assert_eq!(fake.call_count("StopTask"), 2, "--run stops its tasks");
+}

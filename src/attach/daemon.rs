@@ -28,6 +28,9 @@ pub struct Spec {
     pub detach_keys: DetachKeys,
     /// How long reaching the daemon may take.
     pub connect_timeout: Duration,
+    /// The container's output from its start, not from the attach (a task
+    /// kite started: none of a short command's output may be lost).
+    pub from_start: bool,
 }
 
 /// Connects to the daemon and agrees on an API version (the first request,

@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_ecs::types::Task;
 use bollard::errors::Error as DockerError;
 use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions};
+use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions, LogsOptions};
 use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::{connect, explain};
@@ -49,6 +51,8 @@ pub struct Reach {
     pub public: bool,
     /// How long reaching the daemon may take (`--connect-timeout`).
     pub connect_timeout: Duration,
+    /// The container's output from its start (`--run`).
+    pub from_start: bool,
 }
 
 /// Resolves the Docker side of a task: the daemon on its instance (or
@@ -127,6 +131,7 @@ pub async fn spec(
         runtime_id,
         detach_keys: options.detach_keys.clone(),
         connect_timeout: reach.connect_timeout,
+        from_start: reach.from_start,
     })
 }
 
@@ -182,6 +187,18 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
     let short = &cid[..cid.len().min(12)];
     let task = last_segment(&spec.task_arn);
     let state = inspect.state.clone().unwrap_or_default();
+    let exited = state.status.as_ref().map(|s| s.to_string());
+    if spec.from_start && matches!(exited.as_deref(), Some("exited" | "dead")) {
+        // Done before kite could attach: all it said, once, and its code.
+        print_logs(&docker, &cid, &spec).await?;
+        let code = state.exit_code.unwrap_or(1);
+        eprintln!(
+            "kite: container {} ({short}) of task {task} had exited (code {code}) before \
+             kite attached: its output is above",
+            spec.container
+        );
+        return Ok(i32::try_from(code).unwrap_or(1));
+    }
     if state.running != Some(true) {
         bail!(
             "container {} ({short}) of task {task} on {} is not running: {}{}",
@@ -201,7 +218,9 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
         stdin,
         stdout: true,
         stderr: true,
-        logs: false,
+        // From its start: what a short command printed before the attach
+        // comes first, then the stream, nothing twice.
+        logs: spec.from_start,
         detach_keys: Some(spec.detach_keys.spec.clone()),
     };
     let attached = docker
@@ -240,4 +259,30 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
         Ended::Interrupted => bail!("interrupted; container {short} keeps running"),
         Ended::Closed => exit_code(&docker, &cid, &spec).await,
     }
+}
+
+/// Copies the whole output of a container that has exited: stdout to
+/// stdout, stderr to stderr.
+async fn print_logs(docker: &Docker, cid: &str, spec: &Spec) -> Result<()> {
+    use bollard::container::LogOutput;
+    let opts = LogsOptions {
+        stdout: true,
+        stderr: true,
+        follow: false,
+        ..Default::default()
+    };
+    let mut logs = docker.logs(cid, Some(opts));
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    while let Some(frame) = logs.next().await {
+        match frame.map_err(|e| explain(&e, spec, "cannot read the output of a container on"))? {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                out.write_all(&message).await?
+            }
+            LogOutput::StdErr { message } => err.write_all(&message).await?,
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    out.flush().await?;
+    err.flush().await?;
+    Ok(())
 }

@@ -146,6 +146,7 @@ async fn attach(
             let reach = docker::Reach {
                 public: options.public,
                 connect_timeout: options.connect_timeout,
+                from_start: matches!(options.task, Which::Run(_)),
             };
             let spec = docker::spec(lookup, &task, &container, reach, opts).await?;
             return docker::attach(spec, cancel).await;
