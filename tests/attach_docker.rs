@@ -656,3 +656,31 @@ async fn run_loses_no_output_of_a_short_command() {
     );
     assert_eq!(fake.call_count("StopTask"), 2, "--run stops its tasks");
 }
+
+/// Without --docker-host, kite uses the daemon DOCKER_HOST names, as the
+/// docker CLI does; --docker-host wins over it.
+#[tokio::test]
+async fn docker_host_from_the_environment() {
+    let Some(mut daemon) = Daemon::start("docker_host_from_the_environment", "envhost") else {
+        return;
+    };
+    let fake = FakeAws::start().await;
+    let arn = ecs_task(&fake, None);
+    daemon.container("", &arn, false, "cat; exit 5");
+    let env = [("DOCKER_HOST", UNIX)];
+    let out = run(
+        kite(&fake, &["--task", &arn, "--docker"], &env),
+        b"via-env\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via-env\n");
+
+    let env = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
+    let out = run(kite(&fake, &args, &env), b"").await;
+    let err = text(&out.stderr);
+    assert!(!err.contains("nonexistent"), "the flag did not win: {err}");
+    // The container ended above: the flag's daemon says so.
+    assert!(err.contains("is not running"), "{err}");
+}

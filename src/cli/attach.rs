@@ -112,7 +112,8 @@ pub struct AttachArgs {
     #[arg(long, env = "KITE_DOCKER")]
     pub docker: bool,
 
-    /// The Docker daemon (tcp://HOST:PORT or unix:///PATH); default: tcp://INSTANCE-IP:--docker-port.
+    /// The Docker daemon (tcp://HOST:PORT or unix:///PATH) [default: DOCKER_HOST, else
+    /// tcp://INSTANCE-IP:--docker-port].
     #[arg(long, env = "KITE_DOCKER_HOST", value_name = "URL", requires = "docker",
           value_parser = config::parse_docker_host)]
     pub docker_host: Option<DockerHost>,
@@ -122,12 +123,13 @@ pub struct AttachArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub docker_port: u16,
 
-    /// Mutual TLS to a tcp:// Docker daemon; plain TCP only with an explicit --docker-tls=false.
-    #[arg(long, env = "KITE_DOCKER_TLS", default_value_t = true, action = clap::ArgAction::Set,
-          value_name = "BOOL")]
-    pub docker_tls: bool,
+    /// Mutual TLS to a tcp:// Docker daemon [default: true; with the daemon from DOCKER_HOST,
+    /// whether DOCKER_TLS_VERIFY is set, as the docker CLI does].
+    #[arg(long, env = "KITE_DOCKER_TLS", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub docker_tls: Option<bool>,
 
-    /// The directory with ca.pem, cert.pem and key.pem for the Docker daemon's TLS.
+    /// The directory with ca.pem, cert.pem and key.pem for the Docker daemon's TLS
+    /// [default: ~/.docker when it holds them].
     #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
     pub docker_cert_path: Option<std::path::PathBuf>,
 
@@ -153,10 +155,19 @@ pub enum LaunchTypeArg {
 }
 
 impl AttachArgs {
-    /// The checked options: the flag combinations clap cannot express, and
-    /// `--cluster` against the cluster in a new-format task ARN. The error
-    /// is a usage error's message (exit 2).
+    /// The checked options: the flag combinations clap cannot express,
+    /// `--cluster` against the cluster in a new-format task ARN, and the
+    /// docker CLI's environment (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
+    /// `HOME`). The error is a usage error's message (exit 2).
     pub fn options(self) -> Result<attach::Options, String> {
+        self.options_in(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`AttachArgs::options`] with the environment variables `env` gives.
+    pub fn options_in(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<attach::Options, String> {
         if self.keep && self.run.is_none() {
             return Err("--keep only applies with --run (a task kite started)".into());
         }
@@ -220,13 +231,14 @@ impl AttachArgs {
             (None, None) => return Err("--task or --run is required".into()),
         };
         let mode = if self.docker {
-            attach::Mode::Docker(attach::docker::Options {
-                host: self.docker_host,
-                port: self.docker_port,
-                tls: self.docker_tls,
-                cert_path: self.docker_cert_path,
-                detach_keys: self.detach_keys,
-            })
+            attach::Mode::Docker(docker_options(
+                self.docker_host,
+                self.docker_port,
+                self.docker_tls,
+                self.docker_cert_path,
+                self.detach_keys,
+                env,
+            )?)
         } else {
             attach::Mode::Tcp {
                 port: self.port,
@@ -246,4 +258,41 @@ impl AttachArgs {
             mode,
         })
     }
+}
+
+/// The Docker side, as the docker CLI reads it: the flags (and `KITE_*`)
+/// first; else `DOCKER_HOST`, with TLS when `DOCKER_TLS_VERIFY` is set;
+/// else the task's instance, with TLS. The certificates default to
+/// `~/.docker` when it holds a ca.pem.
+fn docker_options(
+    host: Option<DockerHost>,
+    port: u16,
+    tls: Option<bool>,
+    cert_path: Option<std::path::PathBuf>,
+    detach_keys: DetachKeys,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<attach::docker::Options, String> {
+    let (host, tls) = match (host, env("DOCKER_HOST")) {
+        (Some(host), _) => (Some(host), tls.unwrap_or(true)),
+        (None, Some(url)) => {
+            let host = config::parse_docker_host(&url)
+                .map_err(|e| format!("DOCKER_HOST: {e} (unset it, or give --docker-host)"))?;
+            (
+                Some(host),
+                tls.unwrap_or(env("DOCKER_TLS_VERIFY").is_some()),
+            )
+        }
+        (None, None) => (None, tls.unwrap_or(true)),
+    };
+    let cert_path = cert_path.or_else(|| {
+        let dir = std::path::Path::new(&env("HOME")?).join(".docker");
+        dir.join("ca.pem").is_file().then_some(dir)
+    });
+    Ok(attach::docker::Options {
+        host,
+        port,
+        tls,
+        cert_path,
+        detach_keys,
+    })
 }

@@ -140,3 +140,72 @@ fn run_flags_need_run() {
         assert!(err.contains("only applies with --run"), "{extra:?}: {err}");
     }
 }
+
+/// `kite attach --docker` with `args` and the environment `vars`: the
+/// Docker options, or the usage error.
+fn docker_with(
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> Result<crate::attach::docker::Options, String> {
+    let mut all = vec![
+        "kite",
+        "attach",
+        "--task",
+        "0123456789abcdef0123456789abcdef",
+        "--docker",
+    ];
+    all.extend_from_slice(args);
+    let Command::Attach(attach) = Cli::try_parse_from(&all).unwrap().command else {
+        panic!("not attach");
+    };
+    let env = |name: &str| {
+        (vars.iter())
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match attach.options_in(&env)?.mode {
+        crate::attach::Mode::Docker(options) => Ok(options),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn docker_environment_as_the_docker_cli_reads_it() {
+    let tcp = |s: &str| Some(crate::config::DockerHost::Tcp(s.into()));
+    // Nothing set: the task's instance, with TLS.
+    let o = docker_with(&[], &[]).unwrap();
+    assert_eq!((o.host, o.tls), (None, true));
+    // DOCKER_HOST, plain unless DOCKER_TLS_VERIFY is set.
+    let o = docker_with(&[], &[("DOCKER_HOST", "tcp://10.0.0.1:2375")]).unwrap();
+    assert_eq!((o.host, o.tls), (tcp("10.0.0.1:2375"), false));
+    let vars = [
+        ("DOCKER_HOST", "tcp://10.0.0.1:2376"),
+        ("DOCKER_TLS_VERIFY", "1"),
+    ];
+    let o = docker_with(&[], &vars).unwrap();
+    assert_eq!((o.host, o.tls), (tcp("10.0.0.1:2376"), true));
+    // The flags win.
+    let o = docker_with(&["--docker-host", "tcp://10.0.0.2:2376"], &vars[..1]).unwrap();
+    assert_eq!((o.host, o.tls), (tcp("10.0.0.2:2376"), true));
+    let o = docker_with(&["--docker-tls=true"], &vars[..1]).unwrap();
+    assert!(o.tls);
+    let o = docker_with(&["--docker-tls=false"], &vars).unwrap();
+    assert!(!o.tls);
+    // A DOCKER_HOST kite cannot use is named.
+    let err = docker_with(&[], &[("DOCKER_HOST", "ssh://me@host")]).unwrap_err();
+    assert!(err.starts_with("DOCKER_HOST: "), "{err}");
+    // ~/.docker holds the certificates when nothing else says.
+    let home = std::env::temp_dir().join(format!("kite-home-{}", std::process::id()));
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    let home_str = home.to_str().unwrap();
+    assert_eq!(
+        docker_with(&[], &[("HOME", home_str)]).unwrap().cert_path,
+        None
+    );
+    std::fs::write(home.join(".docker/ca.pem"), "x").unwrap();
+    let o = docker_with(&[], &[("HOME", home_str)]).unwrap();
+    assert_eq!(o.cert_path, Some(home.join(".docker")));
+    let o = docker_with(&["--docker-cert-path", "/etc/certs"], &[("HOME", home_str)]).unwrap();
+    assert_eq!(o.cert_path, Some("/etc/certs".into()));
+    std::fs::remove_dir_all(&home).unwrap();
+}
