@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use kite::cli::{
@@ -145,15 +144,15 @@ async fn run_attach(args: Box<AttachArgs>) -> Result<i32> {
         (args.options()).unwrap_or_else(|msg| usage_error(ErrorKind::ArgumentConflict, msg));
     let defaults = defaults(options.cluster.clone()).await;
     let clients = aws::clients(defaults.region.as_deref()).await?;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if ops::signal::shutdown().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
-    let result =
-        kite::attach::run(options, defaults.cluster, clients.ecs, clients.ec2, cancel).await;
+    let interrupts = kite::attach::Interrupts::listen()?;
+    let result = kite::attach::run(
+        options,
+        defaults.cluster,
+        clients.ecs,
+        clients.ec2,
+        interrupts,
+    )
+    .await;
     // Flags that the task definition shows wrong (--container, --subnets).
     if let Some(kite::attach::Usage(msg)) = result.as_ref().err().and_then(|e| e.downcast_ref()) {
         usage_error(ErrorKind::ValueValidation, msg.clone());

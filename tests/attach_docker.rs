@@ -684,3 +684,91 @@ async fn docker_host_from_the_environment() {
     // The container ended above: the flag's daemon says so.
     assert!(err.contains("is not running"), "{err}");
 }
+
+/// Starts `kite attach ARGS`, reads its stdout until a line `line`, and
+/// returns the child with the rest of its stdout still to read.
+async fn kite_until(
+    fake: &FakeAws,
+    args: &[&str],
+    line: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = kite(fake, args, &[]).spawn().expect("starting kite");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l == line {
+                return;
+            }
+        }
+        panic!("kite's stdout ended before {line}");
+    };
+    tokio::time::timeout(Duration::from_secs(60), seen)
+        .await
+        .expect("the container never printed its line");
+    (child, lines)
+}
+
+fn sigint(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success());
+}
+
+/// --sig-proxy, the default without a TTY: Ctrl-C reaches a container that
+/// traps it, and kite streams on until the container exits, with its code.
+/// Two Ctrl-Cs within a second leave at once; the container runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_reaches_the_container() {
+    let Some(mut daemon) = Daemon::start("sigint_reaches_the_container", "sigint") else {
+        return;
+    };
+    let fake = FakeAws::start().await;
+    let arn = ecs_task(&fake, None);
+    let ticks = "while true; do echo tick; sleep 0.2; done";
+    daemon.container(
+        "-a",
+        &arn,
+        false,
+        &format!("trap 'echo got-int; exit 9' INT; {ticks}"),
+    );
+    let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
+    let (mut child, mut lines) = kite_until(&fake, &args, "tick").await;
+    sigint(&child);
+    let mut rest = Vec::new();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        rest.push(l);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(9), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("got-int"), "{rest:?}");
+
+    let arn = ecs_task(&fake, None);
+    let cid = daemon.container(
+        "-b",
+        &arn,
+        false,
+        &format!("trap 'echo ignored' INT; {ticks}"),
+    );
+    let (mut child, _lines) = kite_until(&fake, &args_for(&arn), "tick").await;
+    sigint(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigint(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("a second Ctrl-C did not leave")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &cid]);
+    assert_eq!(running.trim(), "true", "the container runs on");
+}
+
+fn args_for(arn: &str) -> [&str; 5] {
+    ["--task", arn, "--docker", "--docker-host", UNIX]
+}

@@ -31,6 +31,9 @@ pub struct Spec {
     /// The container's output from its start, not from the attach (a task
     /// kite started: none of a short command's output may be lost).
     pub from_start: bool,
+    /// Send kite's SIGINT, SIGTERM and SIGHUP to the container
+    /// (`--sig-proxy`); `None`: when it has no TTY.
+    pub sig_proxy: Option<bool>,
 }
 
 /// Connects to the daemon and agrees on an API version (the first request,

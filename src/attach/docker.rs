@@ -13,9 +13,9 @@ use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions, L
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 use super::daemon::{connect, explain};
+use super::interrupts::Interrupts;
 use super::session::{exit_code, Ended, Session};
 use super::term::RawMode;
 use super::tls;
@@ -42,6 +42,9 @@ pub struct Options {
     pub cert_path: Option<PathBuf>,
     /// The keys that detach from a container with a TTY.
     pub detach_keys: DetachKeys,
+    /// Send kite's SIGINT, SIGTERM and SIGHUP to the container
+    /// (`--sig-proxy`); `None`: when it has no TTY.
+    pub sig_proxy: Option<bool>,
 }
 
 /// How to reach the task's instance: shared with the TCP modes.
@@ -132,6 +135,7 @@ pub async fn spec(
         detach_keys: options.detach_keys.clone(),
         connect_timeout: reach.connect_timeout,
         from_start: reach.from_start,
+        sig_proxy: options.sig_proxy,
     })
 }
 
@@ -180,7 +184,9 @@ async fn find_container(docker: &Docker, spec: &Spec) -> Result<ContainerInspect
 }
 
 /// Attaches to the container's stdio until it ends; returns its exit code.
-pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
+/// With `--sig-proxy` (by default without a TTY) the signals kite gets go
+/// to the container meanwhile.
+pub async fn attach(spec: Spec, interrupts: &Interrupts) -> Result<i32> {
     let docker = connect(&spec).await?;
     let inspect = find_container(&docker, &spec).await?;
     let cid = inspect.id.clone().unwrap_or_default();
@@ -249,14 +255,20 @@ pub async fn attach(spec: Spec, cancel: &CancellationToken) -> Result<i32> {
         stdin,
         detach_keys: &spec.detach_keys,
     };
-    let ended = session.pump(attached, cancel).await;
+    let proxying = spec.sig_proxy.unwrap_or(!tty).then(|| interrupts.proxy());
+    let leave = if proxying.is_some() {
+        " (a second Ctrl-C within a second)"
+    } else {
+        ""
+    };
+    let ended = session.pump(attached, &interrupts.cancel, proxying).await;
     drop(raw);
     match ended? {
         Ended::Detached => {
             eprintln!("kite: detached; container {short} keeps running");
             Ok(0)
         }
-        Ended::Interrupted => bail!("interrupted; container {short} keeps running"),
+        Ended::Interrupted => bail!("interrupted{leave}; container {short} keeps running"),
         Ended::Closed => exit_code(&docker, &cid, &spec).await,
     }
 }

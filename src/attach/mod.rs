@@ -13,6 +13,7 @@
 
 mod daemon;
 pub mod docker;
+mod interrupts;
 pub mod run;
 mod session;
 mod stdio;
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_ecs::types::Task;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::arn::last_segment;
 use crate::config::TaskRef;
@@ -34,6 +34,7 @@ use crate::discovery::build::TaskDef;
 use crate::discovery::TaskLookup;
 use crate::snapshot::{Snapshot, Target};
 
+pub use interrupts::{Interrupts, Sig};
 pub use run::{Run, Usage};
 pub use wait::{wait_running, Wait};
 
@@ -93,12 +94,12 @@ pub async fn run(
     cluster: String,
     ecs: aws_sdk_ecs::Client,
     ec2: aws_sdk_ec2::Client,
-    cancel: CancellationToken,
+    interrupts: Interrupts,
 ) -> Result<i32> {
     let mut lookup = TaskLookup::new(ecs.clone(), ec2, cluster.clone(), options.public);
     let run = match &options.task {
         Which::Existing(task) => {
-            return attach(&mut lookup, task.lookup(), &options, &cancel).await
+            return attach(&mut lookup, task.lookup(), &options, &interrupts).await
         }
         Which::Run(run) => run,
     };
@@ -112,7 +113,7 @@ pub async fn run(
         container: Some(container),
         ..options.clone()
     };
-    let result = attach(&mut lookup, &arn, &options, &cancel).await;
+    let result = attach(&mut lookup, &arn, &options, &interrupts).await;
     if run.keep {
         eprintln!("kite: task {id} keeps running (--keep)");
     } else {
@@ -129,8 +130,9 @@ async fn attach(
     lookup: &mut TaskLookup,
     task_ref: &str,
     options: &Options,
-    cancel: &CancellationToken,
+    interrupts: &Interrupts,
 ) -> Result<i32> {
+    let cancel = &interrupts.cancel;
     let task = wait_running(lookup, task_ref, options.wait, cancel).await?;
     let id = last_segment(task.task_arn().unwrap_or(task_ref));
     let td = lookup.task_def(&task).with_context(|| {
@@ -149,7 +151,7 @@ async fn attach(
                 from_start: matches!(options.task, Which::Run(_)),
             };
             let spec = docker::spec(lookup, &task, &container, reach, opts).await?;
-            return docker::attach(spec, cancel).await;
+            return docker::attach(spec, interrupts).await;
         }
         Mode::Tcp { port, listen } => (*port, *listen),
     };

@@ -4,13 +4,16 @@
 
 use anyhow::{bail, Context, Result};
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{ResizeContainerTTYOptions, WaitContainerOptions};
+use bollard::query_parameters::{
+    KillContainerOptions, ResizeContainerTTYOptions, WaitContainerOptions,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::{explain, Spec};
+use super::interrupts::Proxying;
 use super::stdio::stdin_chunks;
 use super::term::{window_size, DetachWatch};
 use crate::config::DetachKeys;
@@ -35,11 +38,12 @@ pub(crate) struct Session<'a> {
 
 impl Session<'_> {
     /// Moves bytes until the container's output ends, the user detaches,
-    /// or `cancel`.
+    /// or `cancel`; sends the container the signals `proxying` receives.
     pub(crate) async fn pump(
         &self,
         attached: bollard::container::AttachContainerResults,
         cancel: &CancellationToken,
+        proxying: Option<Proxying>,
     ) -> Result<Ended> {
         let bollard::container::AttachContainerResults { mut output, input } = attached;
         if self.tty {
@@ -66,12 +70,35 @@ impl Session<'_> {
             Ok::<_, anyhow::Error>(())
         };
         let winch = self.follow_window_size();
+        let signals = self.forward_signals(proxying);
         tokio::select! {
             r = down => r.map(|()| Ended::Closed),
             r = up => r,
             _ = winch => Ok(Ended::Closed),
+            _ = signals => Ok(Ended::Closed),
             _ = cancel.cancelled() => Ok(Ended::Interrupted),
         }
+    }
+
+    /// Sends each signal `proxying` receives to the container; never
+    /// returns.
+    async fn forward_signals(&self, proxying: Option<Proxying>) {
+        let Some(mut proxying) = proxying else {
+            return std::future::pending().await;
+        };
+        while let Some(sig) = proxying.signals.recv().await {
+            let opts = KillContainerOptions {
+                signal: sig.name().to_owned(),
+            };
+            match self.docker.kill_container(self.cid, Some(opts)).await {
+                Ok(()) => eprintln!("kite: sent {} to the container", sig.name()),
+                Err(err) => eprintln!(
+                    "kite: could not send {} to the container: {err}",
+                    sig.name()
+                ),
+            }
+        }
+        std::future::pending().await
     }
 
     /// Sends kite's stdin to the container: end of file closes the

@@ -133,6 +133,11 @@ pub struct AttachArgs {
     #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
     pub docker_cert_path: Option<std::path::PathBuf>,
 
+    /// Send the SIGINT, SIGTERM and SIGHUP kite gets to the container, and go on until it
+    /// exits (a second Ctrl-C within a second leaves) [default: true without a TTY].
+    #[arg(long, env = "KITE_SIG_PROXY", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub sig_proxy: Option<bool>,
+
     /// The keys that detach from a container with a TTY, leaving it running.
     #[arg(long, env = "KITE_DETACH_KEYS", default_value = "ctrl-p,ctrl-q",
           value_parser = config::parse_detach_keys)]
@@ -231,14 +236,17 @@ impl AttachArgs {
             (None, None) => return Err("--task or --run is required".into()),
         };
         let mode = if self.docker {
-            attach::Mode::Docker(docker_options(
-                self.docker_host,
-                self.docker_port,
-                self.docker_tls,
-                self.docker_cert_path,
-                self.detach_keys,
-                env,
-            )?)
+            attach::Mode::Docker(attach::docker::Options {
+                sig_proxy: self.sig_proxy,
+                ..docker_options(
+                    self.docker_host,
+                    self.docker_port,
+                    self.docker_tls,
+                    self.docker_cert_path,
+                    self.detach_keys,
+                    env,
+                )?
+            })
         } else {
             attach::Mode::Tcp {
                 port: self.port,
@@ -294,5 +302,6 @@ fn docker_options(
         tls,
         cert_path,
         detach_keys,
+        sig_proxy: None,
     })
 }
