@@ -557,3 +557,63 @@ async fn run_flags_usage_errors_exit_2() {
     }
     assert!(fake.calls().is_empty(), "usage errors call no API");
 }
+
+/// `--run --docker` of a Fargate task: no Docker daemon to attach through,
+/// so kite waits for the task to stop, prints why, the container's exit
+/// code and where its logs are, exits with that code, and leaves the
+/// stopping to ECS.
+#[tokio::test]
+async fn run_on_fargate_waits_for_the_exit_code() {
+    let fake = FakeAws::start().await;
+    fake.edit(|c| {
+        let td = c.add_task_definition("job", 4, "awsvpc", &app(&[]));
+        c.task_definitions.get_mut(&td).unwrap()["containerDefinitions"][0]["logConfiguration"] =
+            serde_json::json!({"logDriver": "awslogs", "options": {
+                "awslogs-group": "/ecs/job", "awslogs-region": "eu-west-1",
+                "awslogs-stream-prefix": "job",
+            }});
+        c.run_template = Some(TaskSpec {
+            eni: Some(("eni-0f".into(), "127.0.0.12".into())),
+            containers: vec![TaskContainer::new("app")],
+            ..TaskSpec::new(&td)
+        });
+        c.run_script = [
+            "PROVISIONING",
+            "PENDING",
+            "RUNNING",
+            "RUNNING",
+            "STOPPED:Essential container in task exited:exit=7",
+        ]
+        .map(String::from)
+        .to_vec();
+    });
+    let args = [
+        "--run",
+        "job",
+        "--subnets",
+        "subnet-1",
+        "--launch-type",
+        "FARGATE",
+        "--docker",
+        "--poll",
+        "10ms",
+        "--",
+        "./job",
+        "--once",
+    ];
+    let out = attach(&fake, &args, b"").await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    let id = fake.edit(|c| c.tasks[0]["taskArn"].as_str().unwrap().to_owned());
+    let id = id.rsplit('/').next().unwrap();
+    for want in [
+        "runs on Fargate",
+        "is RUNNING",
+        "Essential container in task exited; container app exited 7",
+        &format!("CloudWatch Logs group /ecs/job, stream job/app/{id}, region eu-west-1"),
+        "stopped by itself",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(fake.call_count("StopTask"), 0, "ECS stopped it");
+}

@@ -538,7 +538,7 @@ async fn docker_tty_detach_keys_leave_the_container_running() {
 
 /// Plays the ECS agent for the next task RunTask starts (the
 /// `run_requests` beyond `seen`): creates container "app" with the
-/// overridden command and the agent's labels, starts it, waits until its
+/// overridden command, starts it, waits until its
 /// output holds `ready` (or, with `None`, until it exits), then reports
 /// the task RUNNING with the container's runtimeId.
 async fn play_agent(fake: &FakeAws, daemon: &mut Daemon, seen: usize, ready: Option<&str>) {
@@ -563,8 +563,10 @@ async fn play_agent(fake: &FakeAws, daemon: &mut Daemon, seen: usize, ready: Opt
     });
     let name = format!("kite-{}-run{seen}", daemon.name);
     daemon.cleanup.containers.push(name.clone());
-    let task_label = format!("com.amazonaws.ecs.task-arn={arn}");
-    let mut args = vec!["create", "--name", &name, "--label", &task_label];
+    // kite finds it by the runtimeId reported below. No task-arn label:
+    // the fake's task ARNs repeat from test to test, and another test's
+    // lookup by label on the same daemon could find this container.
+    let mut args = vec!["create", "--name", &name];
     args.extend([
         "--label",
         "com.amazonaws.ecs.container-name=app",
@@ -665,8 +667,8 @@ async fn docker_host_from_the_environment() {
         return;
     };
     let fake = FakeAws::start().await;
-    let arn = ecs_task(&fake, None);
-    daemon.container("", &arn, false, "cat; exit 5");
+    let cid = daemon.container("", "unused", false, "cat; exit 5");
+    let arn = ecs_task(&fake, Some(&cid));
     let env = [("DOCKER_HOST", UNIX)];
     let out = run(
         kite(&fake, &["--task", &arn, "--docker"], &env),
@@ -701,14 +703,23 @@ async fn kite_until(
     let seen = async {
         while let Some(l) = lines.next_line().await.unwrap() {
             if l == line {
-                return;
+                return true;
             }
         }
-        panic!("kite's stdout ended before {line}");
+        false
     };
-    tokio::time::timeout(Duration::from_secs(60), seen)
+    let seen = tokio::time::timeout(Duration::from_secs(60), seen)
         .await
         .expect("the container never printed its line");
+    if !seen {
+        let mut err = String::new();
+        let mut stderr = child.stderr.take().unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err)
+            .await
+            .unwrap();
+        let status = child.wait().await.unwrap();
+        panic!("kite's stdout ended before {line} ({status}): {err}");
+    }
     (child, lines)
 }
 
@@ -727,14 +738,12 @@ async fn sigint_reaches_the_container() {
         return;
     };
     let fake = FakeAws::start().await;
-    let arn = ecs_task(&fake, None);
+    // Found by runtimeId: the fake's task ARNs repeat between tests, which
+    // share the daemon.
     let ticks = "while true; do echo tick; sleep 0.2; done";
-    daemon.container(
-        "-a",
-        &arn,
-        false,
-        &format!("trap 'echo got-int; exit 9' INT; {ticks}"),
-    );
+    let trap = format!("trap 'echo got-int; exit 9' INT; {ticks}");
+    let cid = daemon.container("-a", "unused", false, &trap);
+    let arn = ecs_task(&fake, Some(&cid));
     let args = ["--task", &arn, "--docker", "--docker-host", UNIX];
     let (mut child, mut lines) = kite_until(&fake, &args, "tick").await;
     sigint(&child);
@@ -749,13 +758,9 @@ async fn sigint_reaches_the_container() {
     assert_eq!(status.code(), Some(9), "{rest:?}");
     assert_eq!(rest.last().map(String::as_str), Some("got-int"), "{rest:?}");
 
-    let arn = ecs_task(&fake, None);
-    let cid = daemon.container(
-        "-b",
-        &arn,
-        false,
-        &format!("trap 'echo ignored' INT; {ticks}"),
-    );
+    let ignore = format!("trap 'echo ignored' INT; {ticks}");
+    let cid = daemon.container("-b", "unused", false, &ignore);
+    let arn = ecs_task(&fake, Some(&cid));
     let (mut child, _lines) = kite_until(&fake, &args_for(&arn), "tick").await;
     sigint(&child);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -103,19 +103,26 @@ pub async fn run(
         }
         Which::Run(run) => run,
     };
-    let (arn, container) = run
+    let started = run
         .start(&ecs, &cluster, options.container.as_deref())
         .await?;
-    let id = last_segment(&arn);
+    let arn = started.arn.clone();
+    let id = last_segment(&arn).to_owned();
     let taskdef = run.taskdef_name();
     eprintln!("kite: started task {id} of {taskdef} in cluster {cluster}");
     let options = Options {
-        container: Some(container),
+        container: Some(started.container.clone()),
         ..options.clone()
     };
-    let result = attach(&mut lookup, &arn, &options, &interrupts).await;
+    let result = if started.fargate && matches!(options.mode, Mode::Docker(_)) {
+        wait::fargate_run(&mut lookup, &started, options.wait.poll, &interrupts.cancel).await
+    } else {
+        attach(&mut lookup, &arn, &options, &interrupts).await
+    };
     if run.keep {
         eprintln!("kite: task {id} keeps running (--keep)");
+    } else if stopped_by_itself(&mut lookup, &arn).await {
+        eprintln!("kite: task {id} stopped by itself");
     } else {
         match run::stop_task(&ecs, &cluster, &arn).await {
             Ok(()) => eprintln!("kite: stopped task {id}"),
@@ -123,6 +130,14 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Whether ECS already stops the task (its essential container exited).
+async fn stopped_by_itself(lookup: &mut TaskLookup, arn: &str) -> bool {
+    lookup
+        .describe_task(arn)
+        .await
+        .is_ok_and(|t| t.desired_status() == Some("STOPPED") || t.last_status() == Some("STOPPED"))
 }
 
 /// Waits for the task, resolves it, and attaches in the chosen mode.

@@ -62,6 +62,19 @@ pub enum Launch {
     CapacityProvider(String),
 }
 
+/// A task [`Run::start`] started.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Its ARN.
+    pub arn: String,
+    /// The container attached to.
+    pub container: String,
+    /// It runs on Fargate (no Docker daemon to attach through).
+    pub fargate: bool,
+    /// Where the container's logs go, when its task definition says.
+    pub logs: Option<String>,
+}
+
 /// A mistake in the flags that only the task definition shows (a container
 /// it lacks, awsvpc without `--subnets`): the binary exits 2 with it.
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +91,15 @@ impl Run {
     }
 
     /// Reads the task definition, checks the flags against it, and starts
-    /// the task. Returns its ARN and the container to attach to (`container`,
-    /// or the only one). [`Usage`] when the flags do not fit the task
-    /// definition; nothing is started then.
+    /// the task, with the container to attach to (`container`, or the only
+    /// one). [`Usage`] when the flags do not fit the task definition;
+    /// nothing is started then.
     pub async fn start(
         &self,
         ecs: &aws_sdk_ecs::Client,
         cluster: &str,
         container: Option<&str>,
-    ) -> Result<(String, String)> {
+    ) -> Result<Started> {
         let name = self.taskdef_name();
         let td = ecs
             .describe_task_definition()
@@ -98,8 +111,16 @@ impl Run {
             format!("DescribeTaskDefinition of {name} answered no task definition")
         })?;
         let container = self.check(td, container)?;
-        let arn = self.run_task(ecs, cluster, &container).await?;
-        Ok((arn, container))
+        let (arn, fargate) = self.run_task(ecs, cluster, &container).await?;
+        let logs = (td.container_definitions().iter())
+            .find(|c| c.name() == Some(&container))
+            .and_then(|c| logs_of(c, &arn));
+        Ok(Started {
+            arn,
+            container,
+            fargate,
+            logs,
+        })
     }
 
     /// The container to attach to, and whether the network flags fit.
@@ -136,12 +157,13 @@ impl Run {
     }
 
     /// RunTask: one task, with the overrides, network and placement asked.
+    /// Its ARN, and whether it runs on Fargate.
     async fn run_task(
         &self,
         ecs: &aws_sdk_ecs::Client,
         cluster: &str,
         container: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, bool)> {
         let taskdef = self.taskdef_name();
         let mut req = ecs
             .run_task()
@@ -175,8 +197,11 @@ impl Run {
             .send()
             .await
             .with_context(|| format!("RunTask of {taskdef} in cluster {cluster}"))?;
-        if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
-            return Ok(arn.to_owned());
+        if let Some(task) = out.tasks().first() {
+            if let Some(arn) = task.task_arn() {
+                let fargate = task.launch_type() == Some(&LaunchType::Fargate);
+                return Ok((arn.to_owned(), fargate));
+            }
         }
         let reasons: Vec<String> = (out.failures().iter())
             .map(|f| {
@@ -214,6 +239,26 @@ impl Run {
                 .build(),
         )
     }
+}
+
+/// Where a container's logs go: the CloudWatch Logs group and stream of
+/// the awslogs driver, else the driver's name.
+fn logs_of(c: &aws_sdk_ecs::types::ContainerDefinition, arn: &str) -> Option<String> {
+    let config = c.log_configuration()?;
+    let driver = config.log_driver().as_str();
+    let options = config.options();
+    let option = |k: &str| options.and_then(|o| o.get(k)).map(String::as_str);
+    if driver != "awslogs" {
+        return Some(format!("the {driver} log driver"));
+    }
+    let group = option("awslogs-group").unwrap_or("?");
+    let region = option("awslogs-region").map_or(String::new(), |r| format!(", region {r}"));
+    let id = crate::config::arn::last_segment(arn);
+    let stream = match option("awslogs-stream-prefix") {
+        Some(prefix) => format!(", stream {prefix}/{}/{id}", c.name().unwrap_or("?")),
+        None => String::new(),
+    };
+    Some(format!("CloudWatch Logs group {group}{stream}{region}"))
 }
 
 fn network(awsvpc: &Awsvpc) -> NetworkConfiguration {

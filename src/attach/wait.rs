@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use aws_sdk_ecs::types::Task;
 use tokio_util::sync::CancellationToken;
 
+use super::run::Started;
 use crate::config::arn::last_segment;
 use crate::discovery::{task, TaskLookup};
 
@@ -90,4 +91,60 @@ fn stopped_message(task: &Task, id: &str) -> String {
         }
     }
     msg
+}
+
+/// A `--run --docker` of a Fargate task, which has no Docker daemon kite
+/// can reach: waits (every `poll`, until `cancel`) for the task to stop,
+/// prints why, the container's exit code and where its logs are, and
+/// returns that exit code.
+pub(super) async fn fargate_run(
+    lookup: &mut TaskLookup,
+    started: &Started,
+    poll: Duration,
+    cancel: &CancellationToken,
+) -> Result<i32> {
+    let id = last_segment(&started.arn).to_owned();
+    eprintln!(
+        "kite: task {id} runs on Fargate, which has no Docker daemon to attach through: \
+         waiting for it to stop"
+    );
+    let mut shown = String::new();
+    let task = loop {
+        let task = lookup
+            .describe_task(&started.arn)
+            .await
+            .map_err(|e| match e {
+                task::Error::Api(err) => err,
+                other => other.into(),
+            })?;
+        let last = task.last_status().unwrap_or("(none)").to_owned();
+        if last != shown {
+            eprintln!("kite: task {id} is {last}");
+            shown = last.clone();
+        }
+        if last == "STOPPED" {
+            break task;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => bail!("interrupted while waiting for task {id} to stop"),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    };
+    let code = (task.containers().iter())
+        .find(|c| c.name() == Some(&started.container))
+        .and_then(|c| c.exit_code());
+    eprintln!("kite: {}", stopped_message(&task, &id));
+    if let Some(logs) = &started.logs {
+        eprintln!(
+            "kite: the output of container {} is in {logs}",
+            started.container
+        );
+    }
+    match code {
+        Some(code) => Ok(code),
+        None => bail!(
+            "container {} of task {id} has no exit code (it may never have started)",
+            started.container
+        ),
+    }
 }

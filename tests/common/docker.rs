@@ -101,9 +101,14 @@ pub fn temp_dir(cleanup: &mut Cleanup, name: &str) -> PathBuf {
 pub fn build_image(cleanup: &mut Cleanup, name: &str) -> String {
     let ctx = temp_dir(cleanup, &format!("ctx-{name}"));
     std::fs::copy(BUSYBOX, ctx.join("busybox")).unwrap();
+    // A file of its own, first, makes each test's image share no layer
+    // with another's: tests running side by side would otherwise share
+    // one image (or its cached parent), and one test's `rmi -f` at its end
+    // could take it from under the others.
+    std::fs::write(ctx.join("name"), name).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n",
+        "FROM scratch\nCOPY name /name\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n",
     )
     .unwrap();
     let tag = format!("kite-test-busybox:{name}");

@@ -351,8 +351,9 @@ impl Cluster {
     }
 
     /// Makes the task go through `steps`, one per DescribeTasks call that
-    /// names it: `STATUS` sets lastStatus (and the containers' status), and
-    /// `STOPPED:reason` also sets desiredStatus and stoppedReason.
+    /// names it: `STATUS` sets lastStatus (and the containers' status),
+    /// `STOPPED:reason` also sets desiredStatus and stoppedReason, and
+    /// `STOPPED:reason:exit=N` the containers' exit code too.
     pub fn script(&mut self, task_arn: &str, steps: &[&str]) {
         let steps = steps.iter().map(|s| s.to_string()).collect();
         self.scripts.insert(task_arn.to_owned(), steps);
@@ -382,8 +383,18 @@ impl Cluster {
         if status == "STOPPED" {
             task["desiredStatus"] = json!("STOPPED");
         }
+        // `STOPPED:reason:exit=N` also sets the containers' exit code.
         if let Some(r) = reason {
+            let (r, code) = match r.rsplit_once(":exit=") {
+                Some((r, code)) => (r.to_owned(), code.parse::<i64>().ok()),
+                None => (r, None),
+            };
             task["stoppedReason"] = json!(r);
+            if let (Some(code), Some(cs)) = (code, task["containers"].as_array_mut()) {
+                for c in cs {
+                    c["exitCode"] = json!(code);
+                }
+            }
         }
     }
 
