@@ -538,7 +538,7 @@ async fn docker_tty_detach_keys_leave_the_container_running() {
 
 /// Plays the ECS agent for the next task RunTask starts (the
 /// `run_requests` beyond `seen`): creates container "app" with the
-/// overridden command, starts it, waits until its
+/// overridden command and the agent's labels, starts it, waits until its
 /// output holds `ready` (or, with `None`, until it exits), then reports
 /// the task RUNNING with the container's runtimeId.
 async fn play_agent(fake: &FakeAws, daemon: &mut Daemon, seen: usize, ready: Option<&str>) {
@@ -563,10 +563,8 @@ async fn play_agent(fake: &FakeAws, daemon: &mut Daemon, seen: usize, ready: Opt
     });
     let name = format!("kite-{}-run{seen}", daemon.name);
     daemon.cleanup.containers.push(name.clone());
-    // kite finds it by the runtimeId reported below. No task-arn label:
-    // the fake's task ARNs repeat from test to test, and another test's
-    // lookup by label on the same daemon could find this container.
-    let mut args = vec!["create", "--name", &name];
+    let task_label = format!("com.amazonaws.ecs.task-arn={arn}");
+    let mut args = vec!["create", "--name", &name, "--label", &task_label];
     args.extend([
         "--label",
         "com.amazonaws.ecs.container-name=app",
@@ -738,8 +736,6 @@ async fn sigint_reaches_the_container() {
         return;
     };
     let fake = FakeAws::start().await;
-    // Found by runtimeId: the fake's task ARNs repeat between tests, which
-    // share the daemon.
     let ticks = "while true; do echo tick; sleep 0.2; done";
     let trap = format!("trap 'echo got-int; exit 9' INT; {ticks}");
     let cid = daemon.container("-a", "unused", false, &trap);

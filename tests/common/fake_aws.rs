@@ -122,6 +122,16 @@ impl TaskContainer {
     }
 }
 
+/// A prefix for one cluster's ids: the process, the time and a count.
+fn id_base() -> u64 {
+    static CLUSTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let count = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (u64::from(std::process::id()) << 32) ^ u64::from(nanos) ^ (count << 16)
+}
+
 /// The fake cluster: ECS objects in the JSON shape ECS returns them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -132,6 +142,7 @@ pub struct Cluster {
     pub instances: BTreeMap<String, Ec2Instance>,
     pub enis: BTreeMap<String, Eni>,
     next_id: u64,
+    id_base: u64,
     /// Statuses each task still goes through, by task ARN: one step per
     /// DescribeTasks call that names the task.
     scripts: BTreeMap<String, VecDeque<String>>,
@@ -170,6 +181,7 @@ impl Cluster {
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
             next_id: 0,
+            id_base: id_base(),
             scripts: BTreeMap::new(),
             run_template: None,
             run_script: Vec::new(),
@@ -212,9 +224,11 @@ impl Cluster {
         self.derived.index.get(arn_or_id).copied()
     }
 
-    fn id(&mut self) -> u64 {
+    /// The next id: this cluster's own prefix (so that tests side by side
+    /// never share a task ARN, on a Docker daemon they share), then a count.
+    fn id(&mut self) -> u128 {
         self.next_id += 1;
-        self.next_id
+        (u128::from(self.id_base) << 64) | u128::from(self.next_id)
     }
 
     fn arn(&self, kind: &str, rest: &str) -> String {
@@ -225,7 +239,7 @@ impl Cluster {
     /// container instance ARN.
     pub fn add_instance(&mut self, private_ip: &str, public_ip: Option<&str>) -> String {
         let n = self.id();
-        let instance_id = format!("i-{n:017x}");
+        let instance_id = format!("i-{:017x}", n as u64);
         let ci = self.arn("container-instance", &format!("{}/{n:032x}", self.name));
         self.instances.insert(
             instance_id.clone(),
@@ -322,7 +336,7 @@ impl Cluster {
             "group": spec.group.unwrap_or_else(|| format!("family:{family}")),
             "containers": containers,
             "attachments": [],
-            "createdAt": 1_700_000_000 + n,
+            "createdAt": 1_700_000_000 + (n as u64 & 0xffff_ffff),
         });
         if let Some(ci) = spec.container_instance_arn {
             task["containerInstanceArn"] = json!(ci);
