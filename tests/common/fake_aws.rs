@@ -946,19 +946,25 @@ fn list_tasks(cluster: &mut Cluster, req: &Value) -> Answer {
 }
 
 /// The page of `arns` that `req`'s nextToken and maxResults (`max`) ask for.
+/// The token is the last ARN of the page before: a task that leaves the list
+/// between two pages shifts none of the later ones out of sight (as an
+/// offset would), since ARNs are made in ascending order.
 fn list_page(arns: &[String], max: u64, req: &Value) -> Answer {
-    let start: usize = match req["nextToken"].as_str() {
-        Some(tok) => match tok.parse() {
-            Ok(n) => n,
-            Err(_) => return invalid("bad nextToken"),
+    let start = match req["nextToken"].as_str() {
+        Some(last) => match arns.iter().position(|a| a == last) {
+            Some(i) => i + 1,
+            None => arns
+                .iter()
+                .position(|a| a.as_str() > last)
+                .unwrap_or(arns.len()),
         },
         None => 0,
     };
     let end = (start + max as usize).min(arns.len());
-    let page = arns.get(start..end).unwrap_or_default();
+    let page = &arns[start..end];
     let mut out = json!({"taskArns": page});
     if end < arns.len() {
-        out["nextToken"] = json!(end.to_string());
+        out["nextToken"] = json!(page.last());
     }
     ecs_ok(out)
 }
