@@ -54,18 +54,27 @@ pub struct Schedule {
     pub max_backoff: Duration,
 }
 
+/// A throttled round multiplies the period by a factor drawn from here.
+/// Small steps: over many kites the periods then settle close to the one
+/// the budget allows, where bigger ones would leave some kites far slower
+/// than the rest (and a new task reaching them late).
+const WIDEN: std::ops::Range<f64> = 1.25..1.75;
+
 /// After a good round that AWS did not throttle, the period shrinks by this
 /// factor, down to the refresh: it widens at once and narrows gradually.
-const NARROW: f64 = 0.8;
+const NARROW: f64 = 0.9;
 
 /// Where a schedule stands: the period in use, and the failed rounds in a
 /// row.
 ///
 /// A round that AWS throttled (any of its calls, retried or not) widens the
-/// period by 1.5 to 2.5 times, up to `max_backoff`: a fleet of kites that
+/// period by 1.25 to 1.75 times, up to `max_backoff`: a fleet of kites that
 /// overdraws the account's read budget slows down until it fits, each kite
-/// by its own random factor. Good rounds narrow it back. Failed rounds
-/// back off on top of that, doubling from the refresh.
+/// by its own random factor. Good rounds narrow it back. Rounds that failed
+/// for another reason (an endpoint down, server errors) back off on top of
+/// that, doubling from the refresh; a round that failed because it was
+/// throttled counts only as throttled, so that a kite not yet ready does
+/// not wait twice over.
 #[derive(Clone, Debug)]
 pub struct Pace {
     schedule: Schedule,
@@ -130,10 +139,10 @@ impl Pace {
 
     /// Takes a round's outcome into account.
     pub fn after_round(&mut self, failed: bool, throttled: bool) -> Change {
-        self.errors = if failed {
-            self.errors.saturating_add(1)
-        } else {
-            0
+        self.errors = match (failed, throttled) {
+            (false, _) => 0,
+            (true, false) => self.errors.saturating_add(1),
+            (true, true) => self.errors,
         };
         let Schedule {
             refresh,
@@ -141,7 +150,7 @@ impl Pace {
         } = self.schedule;
         let old = self.period;
         if throttled {
-            let factor = rand::rng().random_range(1.5..2.5);
+            let factor = rand::rng().random_range(WIDEN);
             self.period = old.mul_f64(factor).min(max_backoff).max(old);
             return if self.period > old {
                 Change::Widened
