@@ -396,7 +396,10 @@ fn throttled_rounds_slow_the_loop_and_keep_the_targets() {
     let waits = waits(&ran.calls);
     assert!(jittered(waits[0], REFRESH), "{waits:?}");
     assert!(waits[1] >= REFRESH * 5 / 4, "not widened: {waits:?}");
-    assert!(waits[3] >= REFRESH * 19 / 10, "not widened again: {waits:?}");
+    assert!(
+        waits[3] >= REFRESH * 19 / 10,
+        "not widened again: {waits:?}"
+    );
     assert!(waits[4] >= waits[3] / 2, "{waits:?}");
     for w in &waits[waits.len() - 3..] {
         assert!(jittered(*w, REFRESH), "not narrowed back: {waits:?}");
