@@ -98,7 +98,7 @@ impl Clients {
     /// `metrics` ([`CallCounter`]): what `/metrics` shows, and how
     /// discovery learns that AWS throttles it. [`crate::proxy::run`] adds
     /// it; do not add it twice.
-    pub fn counted(&self, metrics: &Arc<Metrics>) -> Clients {
+    pub fn counted(self, metrics: &Arc<Metrics>) -> Clients {
         let counter = CallCounter(metrics.clone());
         let ecs = self.ecs.config().to_builder().interceptor(counter.clone());
         let ec2 = self.ec2.config().to_builder().interceptor(counter);
