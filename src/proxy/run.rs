@@ -36,8 +36,8 @@ pub struct Config {
     /// How long a task's description is trusted before a round describes
     /// it again.
     pub health_refresh: Duration,
-    /// The longest wait between discovery rounds after repeated errors or
-    /// while AWS throttles (never shorter than `refresh`).
+    /// The longest period between discovery rounds after repeated errors
+    /// or while AWS throttles (never shorter than six refreshes).
     pub max_backoff: Duration,
     /// Connect timeout per backend attempt.
     pub connect_timeout: Duration,
@@ -64,7 +64,7 @@ impl Config {
             listen_addr,
             refresh: Duration::from_secs(5),
             health_refresh: discovery::HEALTH_REFRESH,
-            max_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(25),
             admin_addr: None,
@@ -135,7 +135,7 @@ pub async fn run(
     };
     let schedule = Schedule {
         refresh: config.refresh,
-        max_backoff: config.max_backoff.max(config.refresh),
+        max_backoff: config.max_backoff.max(config.refresh * 6),
     };
     let clients = clients.counted(&metrics);
     let discovery =
