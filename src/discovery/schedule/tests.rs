@@ -409,7 +409,7 @@ fn throttled_rounds_slow_the_loop_and_keep_the_targets() {
     }
     assert_eq!(ran.calls[0].between, REFRESH.mul_f64(1.5));
     assert!(
-        ran.calls[2].between >= REFRESH.mul_f64(2.25),
+        ran.calls[2].between >= REFRESH.mul_f64(1.87),
         "{:?}",
         ran.calls[2]
     );
