@@ -12,11 +12,10 @@ use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions, LogsOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::daemon::{connect, explain};
 use super::interrupts::Interrupts;
-use super::session::{exit_code, Ended, Session};
+use super::session::{exit_code, write_frame, Ended, Session};
 use super::term::RawMode;
 use super::tls;
 use crate::config::arn::last_segment;
@@ -276,7 +275,6 @@ pub async fn attach(spec: Spec, interrupts: &Interrupts) -> Result<i32> {
 /// Copies the whole output of a container that has exited: stdout to
 /// stdout, stderr to stderr.
 async fn print_logs(docker: &Docker, cid: &str, spec: &Spec) -> Result<()> {
-    use bollard::container::LogOutput;
     let opts = LogsOptions {
         stdout: true,
         stderr: true,
@@ -286,15 +284,9 @@ async fn print_logs(docker: &Docker, cid: &str, spec: &Spec) -> Result<()> {
     let mut logs = docker.logs(cid, Some(opts));
     let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(frame) = logs.next().await {
-        match frame.map_err(|e| explain(&e, spec, "cannot read the output of a container on"))? {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                out.write_all(&message).await?
-            }
-            LogOutput::StdErr { message } => err.write_all(&message).await?,
-            LogOutput::StdIn { .. } => {}
-        }
+        let frame =
+            frame.map_err(|e| explain(&e, spec, "cannot read the output of a container on"))?;
+        write_frame(frame, &mut out, &mut err).await?;
     }
-    out.flush().await?;
-    err.flush().await?;
     Ok(())
 }

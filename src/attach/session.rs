@@ -54,18 +54,8 @@ impl Session<'_> {
             let mut out = tokio::io::stdout();
             let mut err = tokio::io::stderr();
             while let Some(frame) = output.next().await {
-                use bollard::container::LogOutput;
-                match frame.context("reading the container's output")? {
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        out.write_all(&message).await?;
-                        out.flush().await?;
-                    }
-                    LogOutput::StdErr { message } => {
-                        err.write_all(&message).await?;
-                        err.flush().await?;
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
+                let frame = frame.context("reading the container's output")?;
+                write_frame(frame, &mut out, &mut err).await?;
             }
             Ok::<_, anyhow::Error>(())
         };
@@ -155,6 +145,27 @@ impl Session<'_> {
             self.resize().await;
         }
         std::future::pending().await
+    }
+}
+
+/// Writes one frame of a container's output where it belongs, flushed:
+/// stdout (or a TTY's console) to `out`, stderr to `err`.
+pub(crate) async fn write_frame(
+    frame: bollard::container::LogOutput,
+    out: &mut tokio::io::Stdout,
+    err: &mut tokio::io::Stderr,
+) -> std::io::Result<()> {
+    use bollard::container::LogOutput;
+    match frame {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            out.write_all(&message).await?;
+            out.flush().await
+        }
+        LogOutput::StdErr { message } => {
+            err.write_all(&message).await?;
+            err.flush().await
+        }
+        LogOutput::StdIn { .. } => Ok(()),
     }
 }
 

@@ -32,20 +32,9 @@ pub async fn wait_running(
     let deadline = tokio::time::Instant::now() + wait.limit;
     let mut shown = String::new();
     loop {
-        let task = match lookup.describe_task(task_ref).await {
-            Ok(task) => task,
-            Err(err @ task::Error::NotFound { .. }) => bail!(
-                "{err}: check the id and --cluster (ECS forgets stopped tasks after about an hour)"
-            ),
-            Err(task::Error::Api(err)) => return Err(err),
-        };
-        let id = last_segment(task.task_arn().unwrap_or(task_ref)).to_owned();
+        let (task, id) = describe_showing(lookup, task_ref, &mut shown).await?;
         let last = task.last_status().unwrap_or("(none)").to_owned();
         let desired = task.desired_status().unwrap_or("(none)");
-        if last != shown {
-            eprintln!("kite: task {id} is {last}");
-            shown = last.clone();
-        }
         if last == "STOPPED" || desired == "STOPPED" {
             bail!("{}", stopped_message(&task, &id));
         }
@@ -65,6 +54,30 @@ pub async fn wait_running(
             _ = tokio::time::sleep(wait.poll.min(deadline - now)) => {}
         }
     }
+}
+
+/// Describes the task and its id, printing its last status on stderr when
+/// it is not `shown` (then `shown` is updated). An unknown task is an error
+/// that says what to check.
+async fn describe_showing(
+    lookup: &mut TaskLookup,
+    task_ref: &str,
+    shown: &mut String,
+) -> Result<(Task, String)> {
+    let task = match lookup.describe_task(task_ref).await {
+        Ok(task) => task,
+        Err(err @ task::Error::NotFound { .. }) => bail!(
+            "{err}: check the id and --cluster (ECS forgets stopped tasks after about an hour)"
+        ),
+        Err(task::Error::Api(err)) => return Err(err),
+    };
+    let id = last_segment(task.task_arn().unwrap_or(task_ref)).to_owned();
+    let last = task.last_status().unwrap_or("(none)");
+    if last != shown {
+        eprintln!("kite: task {id} is {last}");
+        *shown = last.to_owned();
+    }
+    Ok((task, id))
 }
 
 /// Why a task stopped (or is stopping): its stoppedReason, and the exit
@@ -110,19 +123,8 @@ pub(super) async fn fargate_run(
     );
     let mut shown = String::new();
     let task = loop {
-        let task = lookup
-            .describe_task(&started.arn)
-            .await
-            .map_err(|e| match e {
-                task::Error::Api(err) => err,
-                other => other.into(),
-            })?;
-        let last = task.last_status().unwrap_or("(none)").to_owned();
-        if last != shown {
-            eprintln!("kite: task {id} is {last}");
-            shown = last.clone();
-        }
-        if last == "STOPPED" {
+        let (task, _) = describe_showing(lookup, &started.arn, &mut shown).await?;
+        if task.last_status() == Some("STOPPED") {
             break task;
         }
         tokio::select! {
