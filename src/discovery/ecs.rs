@@ -12,7 +12,7 @@ use crate::config::Selector;
 pub const ECS_BATCH: usize = 100;
 
 /// The ARNs of the tasks of a family or service whose desired status is
-/// RUNNING: one ListTasks call per 100 tasks.
+/// RUNNING, each once: one ListTasks call per 100 tasks.
 pub async fn list_tasks(ecs: &Client, cluster: &str, selector: &Selector) -> Result<Vec<String>> {
     let mut arns = Vec::new();
     let mut next = None;
@@ -34,7 +34,13 @@ pub async fn list_tasks(ecs: &Client, cluster: &str, selector: &Selector) -> Res
         arns.extend(out.task_arns().iter().cloned());
         match out.next_token() {
             Some(t) if !t.is_empty() => next = Some(t.to_owned()),
-            _ => return Ok(arns),
+            _ => {
+                // A task on two pages (the list changed between them)
+                // comes once.
+                let mut seen = std::collections::HashSet::new();
+                arns.retain(|arn| seen.insert(arn.clone()));
+                return Ok(arns);
+            }
         }
     }
 }

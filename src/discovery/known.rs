@@ -54,7 +54,8 @@ impl Known {
         }
     }
 
-    /// Forgets the tasks not in `listed` (this round's ListTasks) and
+    /// Forgets the tasks not in `listed` (this round's ListTasks, each ARN
+    /// once) and
     /// returns the ARNs to describe at `now`, when rounds come `between`
     /// apart on average.
     pub(super) fn plan(
@@ -66,10 +67,8 @@ impl Known {
         let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
         self.tasks
             .retain(|arn, _| listed_set.contains(arn.as_str()));
-        let mut seen = HashSet::new();
         let mut plan: Vec<String> = listed
             .iter()
-            .filter(|arn| seen.insert(arn.as_str()))
             .filter(|arn| self.tasks.get(*arn).is_none_or(|e| e.settling))
             .cloned()
             .collect();
@@ -139,10 +138,8 @@ impl Known {
 
     /// The known tasks, in `listed` order.
     pub(super) fn tasks<'a>(&'a self, listed: &[String]) -> Vec<&'a Task> {
-        let mut seen = HashSet::new();
         listed
             .iter()
-            .filter(|arn| seen.insert(arn.as_str()))
             .filter_map(|arn| self.tasks.get(arn).map(|e| &e.task))
             .collect()
     }
