@@ -113,6 +113,11 @@ fn task(id: &str, td: &str) -> aws_sdk_ecs::types::builders::TaskBuilder {
         .container_instance_arn(CI)
 }
 
+/// The task with container 'web' as it is before ports and addresses are added.
+fn bare(task: aws_sdk_ecs::types::builders::TaskBuilder) -> Task {
+    task.containers(container().build()).build()
+}
+
 fn bridge(id: &str) -> Task {
     task(id, TD_BRIDGE)
         .containers(
@@ -334,32 +339,23 @@ fn unusable_data_skips_only_that_task() {
             "network binding Some(0)->Some(99) has no valid port",
         ),
         (
-            task("x", TD_BRIDGE).containers(container().build()).build(),
+            bare(task("x", TD_BRIDGE)),
             "container 'web' exposes no TCP port",
         ),
         (
-            task("x", TD_BRIDGE)
-                .set_container_instance_arn(None)
-                .containers(container().build())
-                .build(),
+            bare(task("x", TD_BRIDGE).set_container_instance_arn(None)),
             "no containerInstanceArn",
         ),
         (
-            task("x", TD_BRIDGE)
-                .container_instance_arn("arn:ci/gone")
-                .containers(container().build())
-                .build(),
+            bare(task("x", TD_BRIDGE).container_instance_arn("arn:ci/gone")),
             "container instance arn:ci/gone is unavailable",
         ),
         (
-            task("x", TD_NAT).containers(container().build()).build(),
+            bare(task("x", TD_NAT)),
             "network mode 'nat' is not supported",
         ),
         (
-            task("x", TD_VPC)
-                .set_container_instance_arn(None)
-                .containers(container().build())
-                .build(),
+            bare(task("x", TD_VPC).set_container_instance_arn(None)),
             "awsvpc task has no private IPv4 address",
         ),
         (
