@@ -33,14 +33,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Each command's future lives on the heap, at its own size: block_on
+    // keeps the future it is given on this thread's stack, and a match of
+    // them all would be as large as the largest (attach's), in every
+    // command's resident stack.
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Proxy(args) => run_proxy(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Targets(args) => run_targets(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Health(args) => run_health(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Whoami(args) => run_whoami(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Proxy(args) => Box::pin(run_proxy(args)).await.map(|()| ExitCode::SUCCESS),
+            Command::Targets(args) => Box::pin(run_targets(args))
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Health(args) => Box::pin(run_health(args)).await.map(|()| ExitCode::SUCCESS),
+            Command::Whoami(args) => Box::pin(run_whoami(args)).await.map(|()| ExitCode::SUCCESS),
             // The container's exit code (0-255) with --docker.
-            Command::Attach(args) => run_attach(args)
+            Command::Attach(args) => Box::pin(run_attach(args))
                 .await
                 .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),
         }
