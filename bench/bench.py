@@ -371,12 +371,18 @@ BEFORE_AFTER = [
     ("kite", "kite-before", "kite ÷ kite-before"),
     ("kite-5000-tasks", "kite-before-5000-tasks", "kite-5000-tasks ÷ kite-before-5000-tasks"),
 ]
+# Further ratios shown the same way, without a verdict: the two proxies
+# each held to one thread (bench/run.sh's workers phase).
+PAIRS = [
+    ("kite-1-thread", "haproxy-1-thread", "kite-1-thread ÷ haproxy-1-thread"),
+]
 
 
 def report(results):
     runs = results["runs"]
     names = [c["name"] for c in results["setup"]["contenders"]]
-    pairs = [p for p in BEFORE_AFTER if p[0] in names and p[1] in names]
+    judged = [p for p in BEFORE_AFTER if p[0] in names and p[1] in names]
+    pairs = judged + [p for p in PAIRS if p[0] in names and p[1] in names]
     out = []
     head = ("| measure | " + " | ".join(names) + " | kite ÷ direct | kite ÷ HAProxy |"
             + "".join(f" {title} |" for _, _, title in pairs))
@@ -411,6 +417,8 @@ def report(results):
             # Worse beyond the run's own spread: the new binary's median
             # lies past the old one's worst run, and by more than 1% (the
             # segment counts vary in the third digit).
+            if (a, b) not in [(x, y) for x, y, _ in judged]:
+                return cell
             lo, hi = ranges[b]
             past = (medians[a] < lo) if better == "high" else (medians[a] > hi)
             if past and abs(medians[a] / medians[b] - 1) > 0.01:
@@ -420,7 +428,7 @@ def report(results):
         out.append(f"| {label} | " + " | ".join(cells)
                    + f" | {ratio('kite', 'direct')} | {ratio('kite', 'haproxy')} |"
                    + "".join(f" {before_after(a, b)} |" for a, b, _ in pairs))
-    if pairs:
+    if judged:
         out.append("")
         out.append("Before/after: the ratio of the medians, then the range of the ratios run by run; "
                    "**worse** marks a median past the worst run of the binary before, and more than 1% from its median. "

@@ -241,19 +241,32 @@ if phase main; then
 fi
 
 # The thread count: kite with one proxy thread beside kite with the
-# default, one per core.
+# default, one per core; and both proxies held to one thread (HAProxy with
+# nbthread 1), where no connection is placed on or moves between threads.
 if phase workers; then
     KITE_THREADS=1 launch_kite "$work/cluster.env" 127.0.0.1:59901 100 --port-map 58081:8081
     kite1_pid=$launched
+    sed -e 's/^global$/global\n    nbthread 1/' -e 's/127.0.0.1:38081/127.0.0.1:38082/' \
+        -e '/^listen iperf/,$d' "$work/haproxy.cfg" >"$work/haproxy-1-thread.cfg"
+    haproxy -db -f "$work/haproxy-1-thread.cfg" &
+    haproxy1_pid=$!
+    pids+=($haproxy1_pid)
+    for _ in $(seq 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:38082/1k)" = 200 ] && break
+        sleep 0.1
+    done
+    only='"only": ["ka_1k", "ka_1k_t2", "ka_1k_c64", "ka_1m", "close_1k"]'
     cat >"$work/setup-workers.json" <<EOF
 {"runs": $RUNS, "seconds": $SECS, "idle_connections": 0,
  "contenders": [
-  {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]},
-  {"name": "kite-1-thread", "http_port": 58081, "pid": $kite1_pid, "only": ["ka_1k", "ka_1k_t2", "ka_1m", "close_1k"]}
+  {"name": "kite", "http_port": 28081, "pid": $kite_pid, $only},
+  {"name": "kite-1-thread", "http_port": 58081, "pid": $kite1_pid, $only},
+  {"name": "haproxy-1-thread", "http_port": 38082, "pid": $haproxy1_pid, $only}
  ]}
 EOF
     python3 bench/bench.py "$work/setup-workers.json" "bench/results/$stamp-workers.json"
     stop "$kite1_pid"
+    stop "$haproxy1_pid"
 fi
 
 # The discovery load, once the proxies above are measured (its fake endpoint
@@ -307,5 +320,5 @@ report() {
     python3 bench/bench.py --report "bench/results/$stamp-$2.json"
 }
 report "Memory, each proxy started afresh for each run ($IDLE idle connections):" memory
-report "Proxy threads (kite-1-thread runs with --threads 1):" workers
+report "Proxy threads (kite-1-thread runs with --threads 1, haproxy-1-thread with nbthread 1):" workers
 report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second; kite-twin, started with it, is a second kite like the first):" discovery
