@@ -1,6 +1,8 @@
 //! What every accepted connection does before it connects: load the current
-//! snapshot (arc-swap, no lock), take the port's backends and pick one at
-//! random. Measured alone, with other threads doing the same, and with a
+//! snapshot (arc-swap, no lock), take the port's backends, pick one by the
+//! policy and count the connection in its load. Measured for the default
+//! random pick and for least connections with zone affinity (100 backends
+//! in three zones), alone, with other threads doing the same, and with a
 //! writer publishing a new snapshot continuously meanwhile (discovery's
 //! part, far more often than any real refresh).
 //!
@@ -13,11 +15,23 @@ use std::sync::Arc;
 use std::thread;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use kite::config::Balance;
 use kite::snapshot::{Ejections, NetworkMode, Policy, Snapshot, Store, Target};
 
 const PORT: u16 = 8080;
 
-/// A snapshot of `n` tasks, each on its own address, on one port.
+const RANDOM: Policy = Policy {
+    balance: Balance::Random,
+    zone_affinity: None,
+};
+
+const LEAST_CONN_IN_ZONE: Policy = Policy {
+    balance: Balance::LeastConn,
+    zone_affinity: Some(2),
+};
+
+/// A snapshot of `n` tasks, each on its own address, on one port, spread
+/// over three zones.
 fn snapshot(n: usize, generation: u8) -> Snapshot {
     let targets = (0..n)
         .map(|i| Target {
@@ -30,20 +44,25 @@ fn snapshot(n: usize, generation: u8) -> Snapshot {
             network_mode: NetworkMode::Bridge,
             health: "UNKNOWN".into(),
             host: format!("ci-{}", i / 10),
+            zone: Some(["eu-west-1a", "eu-west-1b", "eu-west-1c"][i % 3].into()),
         })
         .collect();
     Snapshot::new(targets, Vec::new())
 }
 
-fn load_and_pick(store: &Store, ejections: &Ejections) -> Option<SocketAddr> {
+fn load_and_pick(store: &Store, ejections: &Ejections, policy: Policy) -> Option<SocketAddr> {
     let snap = store.load();
-    Policy::Random.pick(snap.backends(PORT), &[], ejections)
+    let backends = snap.port(PORT)?;
+    let i = policy.pick(backends, &[], ejections)?;
+    drop(black_box(backends.load(i).open()));
+    Some(backends.addrs()[i])
 }
 
 /// Runs `threads` background loops while the measurement runs.
 fn with_background(
     threads: usize,
     writer: bool,
+    policy: Policy,
     store: &Arc<Store>,
     ejections: &Arc<Ejections>,
     body: impl FnOnce(),
@@ -54,7 +73,7 @@ fn with_background(
         let (store, ejections, stop) = (store.clone(), ejections.clone(), stop.clone());
         handles.push(thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                black_box(load_and_pick(&store, &ejections));
+                black_box(load_and_pick(&store, &ejections, policy));
             }
         }));
     }
@@ -77,23 +96,29 @@ fn with_background(
 
 fn bench(c: &mut Criterion) {
     let store = Arc::new(Store::default());
+    store.set_zone(Some("eu-west-1a".into()));
     store.publish(snapshot(100, 0));
     let ejections = Arc::new(Ejections::default());
-    let mut group = c.benchmark_group("load_and_pick_100_backends");
-    group.bench_function("alone", |b| {
-        b.iter(|| black_box(load_and_pick(&store, &ejections)))
-    });
-    with_background(1, false, &store, &ejections, || {
-        group.bench_function("beside_1_reader", |b| {
-            b.iter(|| black_box(load_and_pick(&store, &ejections)))
+    for (name, policy) in [
+        ("random", RANDOM),
+        ("least_conn_zone_affinity", LEAST_CONN_IN_ZONE),
+    ] {
+        let mut group = c.benchmark_group(format!("load_and_pick_100_backends_{name}"));
+        group.bench_function("alone", |b| {
+            b.iter(|| black_box(load_and_pick(&store, &ejections, policy)))
         });
-    });
-    with_background(1, true, &store, &ejections, || {
-        group.bench_function("beside_1_reader_and_a_writer", |b| {
-            b.iter(|| black_box(load_and_pick(&store, &ejections)))
+        with_background(1, false, policy, &store, &ejections, || {
+            group.bench_function("beside_1_reader", |b| {
+                b.iter(|| black_box(load_and_pick(&store, &ejections, policy)))
+            });
         });
-    });
-    group.finish();
+        with_background(1, true, policy, &store, &ejections, || {
+            group.bench_function("beside_1_reader_and_a_writer", |b| {
+                b.iter(|| black_box(load_and_pick(&store, &ejections, policy)))
+            });
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

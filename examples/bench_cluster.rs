@@ -11,9 +11,9 @@
 //! `--port CONTAINER=IP:PORT` (repeatable) binds the container port to that
 //! server; `--tasks N --instances M` spreads N tasks over M container
 //! instances, every one of them leading to the same servers (the discovery
-//! benchmark asks for 5,000 on 500). It prints the environment kite needs
-//! (`KEY=VALUE` lines), then `ready`, and serves until stdin closes or it is
-//! killed.
+//! benchmark asks for 5,000 on 500), all in zone `bench-zone-a`. It prints
+//! the environment kite needs (`KEY=VALUE` lines), then `ready`, and serves
+//! until stdin closes or it is killed.
 
 #[path = "../tests/common/fake_aws.rs"]
 #[allow(dead_code)]
@@ -90,6 +90,8 @@ async fn main() -> Result<()> {
                 .collect();
             c.add_task(TaskSpec {
                 container_instance_arn: Some(instances[n % instances.len()].clone()),
+                // What `kite proxy --zone bench-zone-a --zone-affinity` prefers.
+                availability_zone: Some("bench-zone-a".into()),
                 containers: vec![TaskContainer {
                     network_bindings: bindings,
                     ..TaskContainer::new("app")

@@ -57,6 +57,7 @@ async fn main() -> Result<()> {
         },
         container: "app".into(),
         public: false,
+        ip_family: kite::config::IpFamily::Auto,
         port_maps: PortMaps::default(),
     };
     // What `kite proxy --family web --name app --listen-addr 127.0.0.1

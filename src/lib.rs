@@ -2,7 +2,7 @@
 //!
 //! A consumer container talks to `kite:PORT`; kite finds the running tasks of
 //! an ECS task family or service and splices each connection to one of them,
-//! picked at random.
+//! picked at random (or by least connections, its own zone first).
 //!
 //! # Layout
 //!
@@ -11,22 +11,26 @@
 //!
 //! - [`config`]: the parsers of outside input, behind the flags (task
 //!   family and revision, port maps, durations, task id or ARN, Docker
-//!   host, detach keys) and ARNs ([`config::arn`], the one place that knows
-//!   their shape). Imports nothing else from kite.
+//!   host, detach keys), the routing choices (`routing.rs`: balance, IP
+//!   family, PROXY protocol version) and ARNs ([`config::arn`], the one
+//!   place that knows their shape). Imports nothing else from kite.
 //! - [`metrics`]: the Prometheus metrics every part updates, in one
-//!   registry ([`metrics::Metrics`]).
+//!   registry ([`metrics::Metrics`]; their names and help in
+//!   `register.rs`).
 //! - [`snapshot`]: the immutable set of targets, shared through an
-//!   `ArcSwap` ([`snapshot::Store`]); how a connection picks its backend
-//!   ([`snapshot::Policy`], the seam for pick policies) and which backends
-//!   sit out after a failure ([`snapshot::Ejections`]); `kite targets`'
-//!   table.
+//!   `ArcSwap` ([`snapshot::Store`]); each port's [`snapshot::Backends`],
+//!   kite's own zone first, with the connections open to each
+//!   ([`snapshot::Load`], `backends.rs`); how a connection picks its
+//!   backend ([`snapshot::Policy`]: random or least-conn, zone affinity)
+//!   and which backends sit out after a failure ([`snapshot::Ejections`]);
+//!   `kite targets`' table.
 //! - [`aws`]: building the SDK clients from the standard AWS configuration
 //!   chain, with clear errors when no region or credentials are found, and
 //!   an interceptor counting every API call.
 //! - [`metadata`]: from inside a task, its cluster, task, container and
 //!   region (task metadata endpoint v4 or v3; else the cgroup files and the
 //!   ECS agent's introspection API), for `kite whoami` and the defaults of
-//!   `--cluster` and the region ([`metadata::defaults`]).
+//!   `--cluster`, the region and `--zone` ([`metadata::defaults`]).
 //! - [`discovery`]: the only writer of the snapshot. [`discovery::run`]
 //!   polls a [`discovery::Source`] (the seam for a second source of
 //!   targets) on a jittered schedule with backoff, widened while AWS
@@ -35,8 +39,8 @@
 //!   `ec2.rs`), decides which tasks a round describes again (`known.rs`:
 //!   new and starting ones, the others once per `--health-refresh`),
 //!   caches what never changes (`task.rs`) and builds each snapshot with
-//!   the pure
-//!   [`discovery::build::build_snapshot`]. [`discovery::TaskLookup`] finds
+//!   the pure [`discovery::build::build_snapshot`] (where a task is
+//!   reached, by `--public` and `--ip-family`: `build/address.rs`). [`discovery::TaskLookup`] finds
 //!   ONE task by id or ARN for attach, with the same caches, and says
 //!   [`discovery::task::Error::NotFound`] when ECS has no such task.
 //! - [`ops`]: running in production: the admin endpoint (`/healthz`,
@@ -46,7 +50,8 @@
 //!   the data path it drives: listeners that follow the snapshot's ports
 //!   (`listen.rs`), connections placed and evened out among the proxy
 //!   threads (`threads.rs`), one task per connection that is admitted,
-//!   picks, connects with failover and relays (`conn.rs`), the relay itself
+//!   picks, connects with failover, sends the PROXY protocol header
+//!   (`header.rs`) and relays (`conn.rs`), the relay itself
 //!   ([`proxy::splice`]: a shared buffer for small messages, pipes and
 //!   splice(2) for streams), the sockets it works on ([`proxy::net`]), and
 //!   the descriptor budget ([`proxy::limits`]).
@@ -67,7 +72,7 @@
 //!             ├─► ops::serve (admin endpoint, reads Store and Metrics)
 //!             └─► proxy::serve ─► reconcile (a listener per port and thread, on Store::subscribe)
 //!                      └─► accept_loop ─► least_loaded (thread) ─► Conn::serve
-//!                               └─► admit ─► connect (Policy::pick, failover) ─► splice_resumable
+//!                               └─► admit ─► connect (Policy::pick, Load::open, failover, Header) ─► splice_resumable
 //!                                        └─► one_way: forward (buffer) | burst_through (pipe)
 //! ```
 #![deny(unsafe_code)]

@@ -95,19 +95,19 @@ fn metadata_endpoints() -> metadata::Endpoints {
 }
 
 /// The cluster and fallback region, from `--cluster` or the task kite runs
-/// in (see [`metadata::defaults`]).
-async fn defaults(cluster: Option<String>) -> metadata::Defaults {
+/// in, and with `want_zone` the task's zone (see [`metadata::defaults`]).
+async fn defaults(cluster: Option<String>, want_zone: bool) -> metadata::Defaults {
     let region_configured = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|r| !r.trim().is_empty()));
-    metadata::defaults(cluster, &metadata_endpoints(), region_configured).await
+    metadata::defaults(cluster, &metadata_endpoints(), region_configured, want_zone).await
 }
 
 /// `kite proxy`: the first SIGTERM or SIGINT drains, a second one exits at
 /// once.
 async fn run_proxy(args: ProxyArgs) -> Result<()> {
-    let defaults = defaults(args.select.cluster.clone()).await;
-    let config = (args.config(defaults.cluster))
+    let defaults = defaults(args.select.cluster.clone(), args.zone.is_none()).await;
+    let config = (args.config(defaults.cluster, defaults.zone))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
     let handles = proxy::Handles::default();
     let clients = aws::clients(defaults.region.as_deref()).await?;
@@ -128,7 +128,7 @@ async fn run_health(args: HealthArgs) -> Result<()> {
 }
 
 async fn run_targets(args: TargetsArgs) -> Result<()> {
-    let defaults = defaults(args.select.cluster.clone()).await;
+    let defaults = defaults(args.select.cluster.clone(), false).await;
     let query = (args.select.query(defaults.cluster))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
     let clients = aws::clients(defaults.region.as_deref()).await?;
@@ -148,7 +148,7 @@ async fn run_targets(args: TargetsArgs) -> Result<()> {
 async fn run_attach(args: Box<AttachArgs>) -> Result<i32> {
     let options =
         (args.options()).unwrap_or_else(|msg| usage_error(ErrorKind::ArgumentConflict, msg));
-    let defaults = defaults(options.cluster.clone()).await;
+    let defaults = defaults(options.cluster.clone(), false).await;
     let clients = aws::clients(defaults.region.as_deref()).await?;
     let interrupts = kite::attach::Interrupts::listen()?;
     let result = kite::attach::run(

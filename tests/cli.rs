@@ -58,6 +58,9 @@ fn usage_errors_exit_2_and_name_the_flag() {
         ("--port-map", "8080:80,8080:81"),
         ("--log-format", "xml"),
         ("--threads", "0"),
+        ("--balance", "round-robin"),
+        ("--zone-min-targets", "0"),
+        ("--proxy-protocol", "v3"),
     ] {
         let args = vec!["proxy", "--family", "web", "--name", "app", flag, value];
         cases.push((args, flag));
@@ -115,6 +118,7 @@ async fn targets_table_and_json() {
         let td = c.add_task_definition("web", 1, "bridge", &app(&[(80, None)]));
         let mut t = TaskSpec {
             container_instance_arn: Some(ci.clone()),
+            availability_zone: Some("us-east-1b".into()),
             ..TaskSpec::new(&td)
         };
         t.containers = vec![TaskContainer {
@@ -139,6 +143,10 @@ async fn targets_table_and_json() {
         "{table}"
     );
     assert!(table.contains("lastStatus is PENDING"), "{table}");
+    assert!(
+        table.lines().next().unwrap().ends_with("ZONE") && table.contains("us-east-1b"),
+        "{table}"
+    );
 
     let env = fake.child_env();
     let out = tokio::task::spawn_blocking(move || {
@@ -154,6 +162,7 @@ async fn targets_table_and_json() {
     assert_eq!(json["targets"][0]["listen_port"], 80);
     assert_eq!(json["targets"][0]["address"], "127.0.0.2:32768");
     assert_eq!(json["targets"][0]["network_mode"], "bridge");
+    assert_eq!(json["targets"][0]["zone"], "us-east-1b");
     assert_eq!(json["skipped"][0]["reason"], "lastStatus is PENDING");
 }
 

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -47,50 +45,13 @@ fn start_kite_with(
     extra_env: &[(&str, &str)],
     nofile: Option<u64>,
 ) -> KiteProcess {
-    let admin: SocketAddr = format!("127.0.0.1:{}", listen_port()).parse().unwrap();
-    let admin_flag = admin.to_string();
-    let mut args = vec![
-        "proxy",
-        "--family",
-        "web",
-        "--name",
-        "app",
-        "--listen-addr",
-        "127.0.0.1",
-        "--admin-addr",
-        &admin_flag,
-    ];
-    args.extend_from_slice(extra);
     let mut env = fake.child_env();
     env.extend(
         extra_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let mut cmd = kite_command(&args, &env);
-    if let Some(n) = nofile {
-        limit_open_files(&mut cmd, n);
-    }
-    KiteProcess::spawn(cmd, Some(admin))
-}
-
-/// Gives the child an open-file limit of `n` (soft and hard).
-fn limit_open_files(cmd: &mut Command, n: u64) {
-    use std::os::unix::process::CommandExt;
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: the closure only calls setrlimit(2), which is async-signal-safe,
-    // on a copy of `lim`.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    proxy_process(extra, &env, nofile)
 }
 
 /// Waits until a connection through kite's `port` reaches a backend.
@@ -1127,6 +1088,22 @@ async fn metrics_count_what_happened() {
     assert_eq!(get("kite_discovery_round_duration_seconds_count", &[]), 1.0);
     assert!(get("kite_snapshot_age_seconds", &[]) >= 0.0);
     assert!(get("kite_runtime_tasks", &[]) > 0.0);
+    // The connections open to each backend (what least-conn compares):
+    // none now, one while one is held.
+    let live_backend = backend.addr.to_string();
+    let open_to = |body: &str| {
+        sample(
+            body,
+            "kite_backend_connections_open",
+            &[("backend", &live_backend)],
+        )
+    };
+    assert!(body.contains("kite_backend_connections_open{"), "{body}");
+    assert_eq!(open_to(&body), 0.0);
+    let (held, _) = open(cport).await.unwrap();
+    let (_, body) = kite.get("/metrics").await.unwrap();
+    assert_eq!(open_to(&body), 1.0, "{body}");
+    drop(held);
     let calls = fake.calls();
     for op in [
         "ListTasks",

@@ -634,3 +634,75 @@ async fn targets_takes_the_tasks_region_when_none_is_configured() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no AWS region"), "{}", stderr(&out));
 }
+
+// === the zone from the task in `kite proxy` ===
+
+/// `kite proxy --zone-affinity` takes its zone from the task metadata
+/// endpoint: of two tasks, the one in the task's zone (eu-west-1c, the
+/// Fargate task's) takes every connection, and the connections count as
+/// the same zone's. Without the endpoint, and no --zone, it warns once,
+/// naming the fix, and picks from every zone.
+#[tokio::test]
+async fn proxy_takes_its_zone_from_the_task() {
+    let near = Backend::start("near", "127.0.0.2", 0, Mode::Echo).await;
+    let far = Backend::start("far", "127.0.0.3", 0, Mode::Echo).await;
+    let fake = FakeAws::start().await;
+    let cport = listen_port();
+    fake.edit(|c| {
+        let td = c.add_task_definition("web", 1, "bridge", &app(&[(cport, None)]));
+        for (backend, ip, zone) in [
+            (&near, "127.0.0.2", "eu-west-1c"),
+            (&far, "127.0.0.3", "eu-west-1a"),
+        ] {
+            let ci = c.add_instance(ip, None);
+            c.add_task(TaskSpec {
+                availability_zone: Some(zone.into()),
+                ..bridge_task(&td, &ci, cport, backend)
+            });
+        }
+    });
+    let (_metadata, base) = metadata_v4(fargate_container(), fargate_task()).await;
+    let start = |metadata: Option<&str>| {
+        let mut e = fake.child_env();
+        if let Some(base) = metadata {
+            e.extend(env(&[("ECS_CONTAINER_METADATA_URI_V4", base)]));
+        }
+        // The fake's cluster, not the task's own.
+        let flags = [
+            "--zone-affinity",
+            "--zone-min-targets",
+            "1",
+            "--cluster",
+            "default",
+        ];
+        proxy_process(&flags, &e, None)
+    };
+
+    let kite = start(Some(&base));
+    kite.wait_ready().await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        seen.insert(whoami(cport).await.expect("a connection through kite"));
+    }
+    assert_eq!(seen, ["near".to_owned()].into(), "{}", kite.log());
+    let same = kite
+        .metric("kite_connections_by_zone_total", &[("zone", "same")])
+        .await;
+    assert_eq!(same, 20.0, "{}", kite.log());
+    drop(kite);
+
+    let kite = start(None);
+    kite.wait_ready().await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..60 {
+        seen.insert(whoami(cport).await.expect("a connection through kite"));
+    }
+    assert_eq!(seen.len(), 2, "every zone: {seen:?}");
+    let log = kite.log();
+    assert_eq!(
+        log.matches("does not know its own zone").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("set --zone"), "{log}");
+}

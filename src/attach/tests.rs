@@ -63,6 +63,7 @@ fn target_choice() {
         network_mode: NetworkMode::Bridge,
         health: "UNKNOWN".into(),
         host: "ci".into(),
+        zone: None,
     };
     let s = Snapshot::new(vec![t(80), t(443)], vec![]);
     assert_eq!(

@@ -89,6 +89,11 @@ pub struct SelectArgs {
     #[arg(long, env = "KITE_PUBLIC")]
     pub public: bool,
 
+    /// Which address of a task that has both an IPv4 and an IPv6 one: auto takes IPv4.
+    #[arg(long, env = "KITE_IP_FAMILY", value_name = "FAMILY", value_enum,
+          default_value_t = config::IpFamily::Auto)]
+    pub ip_family: config::IpFamily,
+
     /// Listen on LOCAL for the container port CONTAINER (repeatable, or comma-separated).
     #[arg(long, env = "KITE_PORT_MAP", value_name = "LOCAL:CONTAINER",
           value_parser = config::parse_port_map, value_delimiter = ',')]
@@ -118,6 +123,7 @@ impl SelectArgs {
             selector: self.selector(),
             container: self.name.clone(),
             public: self.public,
+            ip_family: self.ip_family,
             port_maps,
         })
     }
@@ -181,12 +187,39 @@ pub struct ProxyArgs {
     #[arg(long, env = "KITE_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+
+    /// How a connection picks among its port's backends: at random, or the one of two
+    /// at random with fewer connections open through this kite.
+    #[arg(long, env = "KITE_BALANCE", value_name = "POLICY", value_enum,
+          default_value_t = config::Balance::Random)]
+    pub balance: config::Balance,
+
+    /// kite's own availability zone [default: AvailabilityZone from the task metadata endpoint].
+    #[arg(long, env = "KITE_ZONE", value_name = "NAME")]
+    pub zone: Option<String>,
+
+    /// Send new connections to the targets in kite's own zone while it has at least
+    /// --zone-min-targets usable ones; else to every zone.
+    #[arg(long, env = "KITE_ZONE_AFFINITY")]
+    pub zone_affinity: bool,
+
+    /// The fewest usable targets of a port in kite's own zone for --zone-affinity to keep
+    /// to it.
+    #[arg(long, env = "KITE_ZONE_MIN_TARGETS", value_name = "N", default_value = "2",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub zone_min_targets: u16,
+
+    /// Send each backend a PROXY protocol header (HAProxy's, version 1 or 2) with the
+    /// client's address before the client's bytes (off unless set).
+    #[arg(long, env = "KITE_PROXY_PROTOCOL", value_name = "VERSION", value_enum)]
+    pub proxy_protocol: Option<config::ProxyProtocol>,
 }
 
 impl ProxyArgs {
-    /// What `kite proxy` is asked to do, in `cluster` (the resolved one);
-    /// `Err` is a usage error.
-    pub fn config(&self, cluster: String) -> Result<proxy::Config, String> {
+    /// What `kite proxy` is asked to do, in `cluster` (the resolved one),
+    /// with `zone` (the task's, from its metadata) unless `--zone` names
+    /// one; `Err` is a usage error.
+    pub fn config(&self, cluster: String, zone: Option<String>) -> Result<proxy::Config, String> {
         Ok(proxy::Config {
             refresh: self.refresh,
             health_refresh: self.health_refresh,
@@ -197,6 +230,11 @@ impl ProxyArgs {
             max_connections: self.max_connections.map(|n| n as usize),
             idle_timeout: self.idle_timeout,
             threads: (self.threads).map_or_else(proxy::default_threads, usize::from),
+            proxy_protocol: self.proxy_protocol,
+            balance: self.balance,
+            zone: self.zone.clone().or(zone),
+            zone_affinity: self.zone_affinity,
+            zone_min_targets: usize::from(self.zone_min_targets),
             ..proxy::Config::new(self.select.query(cluster)?, self.listen_addr)
         })
     }

@@ -8,6 +8,7 @@
 pub mod arn;
 mod detach_keys;
 mod docker_host;
+mod routing;
 mod run;
 mod task_ref;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use detach_keys::{parse_detach_keys, DetachKeys};
 pub use docker_host::{parse_docker_host, DockerHost};
+pub use routing::{Balance, IpFamily, ProxyProtocol};
 pub use run::{parse_env_var, parse_id_list, parse_placement_constraint, IdList};
 pub use task_ref::{parse_task_ref, TaskRef};
 

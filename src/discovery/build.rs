@@ -4,11 +4,16 @@
 //! unusable data in one task never affects the others.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use aws_sdk_ecs::types::{Container, Task};
 
-use crate::config::PortMaps;
+mod address;
+
+pub use address::eni_id;
+use address::{eni_ip, instance_ip};
+
+use crate::config::{IpFamily, PortMaps};
 use crate::snapshot::{NetworkMode, SkipKind, Skipped, Snapshot, Target};
 
 /// What kite needs of a task definition; cached by ARN (they are immutable).
@@ -76,6 +81,8 @@ pub struct HostAddrs {
     pub private_ip: Option<String>,
     /// Its public IPv4 address, when it has one.
     pub public_ip: Option<String>,
+    /// Its (primary) IPv6 address, when it has one.
+    pub ipv6: Option<String>,
 }
 
 /// What the round is looking for.
@@ -85,6 +92,8 @@ pub struct Want<'a> {
     pub container: &'a str,
     /// Route to public addresses.
     pub public: bool,
+    /// Which address of a task with both an IPv4 and an IPv6 one.
+    pub ip_family: IpFamily,
     /// Only this task definition revision, when set.
     pub revision: Option<u32>,
     /// Listen port per container port.
@@ -219,6 +228,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
         )));
     }
     let task_id = crate::config::arn::last_segment(arn).to_owned();
+    let zone = task.availability_zone().map(str::to_owned);
     Ok(ports
         .into_iter()
         .map(|(container_port, reach_port)| Target {
@@ -231,6 +241,7 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
             network_mode: mode,
             health: health.clone(),
             host: host.clone(),
+            zone: zone.clone(),
         })
         .collect())
 }
@@ -266,73 +277,6 @@ fn bridge_ports(container: &Container) -> Result<Vec<(u16, u16)>, Skip> {
         }
     }
     Ok(ports)
-}
-
-/// Bridge and host mode: the IP of the container instance's EC2 instance.
-fn instance_ip(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<(IpAddr, String), Skip> {
-    let ci = task
-        .container_instance_arn()
-        .ok_or_else(|| bad("no containerInstanceArn".into()))?;
-    let host = f
-        .hosts
-        .get(ci)
-        .ok_or_else(|| bad(format!("container instance {ci} is unavailable")))?;
-    let (ip, which) = if want.public {
-        (&host.public_ip, "public")
-    } else {
-        (&host.private_ip, "private")
-    };
-    let ip = ip
-        .as_deref()
-        .ok_or_else(|| bad(format!("instance {} has no {which} IP", host.instance_id)))?;
-    let ci_id = crate::config::arn::last_segment(ci).to_owned();
-    Ok((parse_ip(ip, &host.instance_id)?, ci_id))
-}
-
-/// awsvpc mode: the task ENI's private IP, or its public IP from
-/// DescribeNetworkInterfaces.
-fn eni_ip(
-    want: &Want<'_>,
-    f: Fetched<'_>,
-    task: &Task,
-    container: &Container,
-) -> Result<(IpAddr, String), Skip> {
-    let eni_id = eni_id(task).unwrap_or_else(|| "the task ENI".to_owned());
-    if want.public {
-        let public = f
-            .eni_public_ips
-            .get(&eni_id)
-            .ok_or_else(|| bad(format!("network interface {eni_id} is unavailable")))?
-            .as_deref()
-            .ok_or_else(|| bad(format!("network interface {eni_id} has no public IP")))?;
-        return Ok((parse_ip(public, &eni_id)?, eni_id));
-    }
-    let private = container
-        .network_interfaces()
-        .iter()
-        .find_map(|n| n.private_ipv4_address())
-        .or_else(|| eni_detail(task, "privateIPv4Address"))
-        .ok_or_else(|| bad("awsvpc task has no private IPv4 address".into()))?;
-    Ok((parse_ip(private, &eni_id)?, eni_id))
-}
-
-/// The task's ENI id, from its ElasticNetworkInterface attachment.
-pub fn eni_id(task: &Task) -> Option<String> {
-    eni_detail(task, "networkInterfaceId").map(str::to_owned)
-}
-
-fn eni_detail<'t>(task: &'t Task, key: &str) -> Option<&'t str> {
-    task.attachments()
-        .iter()
-        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .find(|kv| kv.name() == Some(key))
-        .and_then(|kv| kv.value())
-}
-
-fn parse_ip(ip: &str, owner: &str) -> Result<IpAddr, Skip> {
-    ip.parse()
-        .map_err(|_| bad(format!("{owner} has an unparsable IP address '{ip}'")))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
 
+use super::build::HostAddrs;
+
 /// Instance and ENI ids per DescribeInstances / DescribeNetworkInterfaces
 /// call; well under EC2's limit of 200 values per filter.
 pub const EC2_BATCH: usize = 100;
@@ -20,11 +22,8 @@ fn id_filter(name: &str, ids: &[String]) -> Filter {
         .build()
 }
 
-/// (private IP, public IP) of each EC2 instance, by instance id.
-pub async fn instance_ips(
-    ec2: &Client,
-    ids: &[String],
-) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
+/// The addresses of each EC2 instance, by instance id.
+pub async fn instance_ips(ec2: &Client, ids: &[String]) -> Result<HashMap<String, HostAddrs>> {
     let mut ips = HashMap::with_capacity(ids.len());
     for batch in ids.chunks(EC2_BATCH) {
         let out = ec2
@@ -35,9 +34,13 @@ pub async fn instance_ips(
             .with_context(|| format!("DescribeInstances of {}", batch.join(",")))?;
         for i in out.reservations().iter().flat_map(|r| r.instances()) {
             if let Some(id) = i.instance_id() {
-                let private = i.private_ip_address().map(str::to_owned);
-                let public = i.public_ip_address().map(str::to_owned);
-                ips.insert(id.to_owned(), (private, public));
+                let addrs = HostAddrs {
+                    instance_id: id.to_owned(),
+                    private_ip: i.private_ip_address().map(str::to_owned),
+                    public_ip: i.public_ip_address().map(str::to_owned),
+                    ipv6: i.ipv6_address().map(str::to_owned),
+                };
+                ips.insert(id.to_owned(), addrs);
             }
         }
     }

@@ -26,7 +26,7 @@ use anyhow::Result;
 use aws_sdk_ecs::types::Task;
 use tracing::{debug, warn};
 
-use crate::config::{PortMaps, Selector};
+use crate::config::{IpFamily, PortMaps, Selector};
 use crate::snapshot::{SkipKind, Snapshot};
 use build::Want;
 use known::Known;
@@ -46,6 +46,8 @@ pub struct Query {
     pub container: String,
     /// Route to public addresses.
     pub public: bool,
+    /// Which address of a task with both an IPv4 and an IPv6 one.
+    pub ip_family: IpFamily,
     /// Listen port per container port.
     pub port_maps: PortMaps,
 }
@@ -124,6 +126,7 @@ impl Discovery {
         let want = Want {
             container: &query.container,
             public: query.public,
+            ip_family: query.ip_family,
             revision,
             port_maps: &query.port_maps,
         };

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::build::{self, Fetched, HostAddrs, TaskDef, Want};
 use super::{ec2, ecs};
-use crate::config::{arn, PortMaps};
+use crate::config::{arn, IpFamily, PortMaps};
 use crate::snapshot::{NetworkMode, Snapshot};
 
 /// Why one task could not be described.
@@ -102,6 +102,7 @@ impl TaskLookup {
         let want = Want {
             container,
             public: self.public,
+            ip_family: IpFamily::Auto,
             revision: None,
             port_maps: &PortMaps::default(),
         };
@@ -124,15 +125,8 @@ impl TaskLookup {
         let Some((_, instance_id)) = ids.into_iter().next() else {
             return Ok(None);
         };
-        let ips = ec2::instance_ips(&f.ec2, std::slice::from_ref(&instance_id)).await?;
-        Ok(ips
-            .get(&instance_id)
-            .cloned()
-            .map(|(private_ip, public_ip)| HostAddrs {
-                instance_id,
-                private_ip,
-                public_ip,
-            }))
+        let mut ips = ec2::instance_ips(&f.ec2, std::slice::from_ref(&instance_id)).await?;
+        Ok(ips.remove(&instance_id))
     }
 }
 
@@ -243,16 +237,11 @@ impl Fetcher {
             );
         }
         let instance_ids: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
-        let ips = ec2::instance_ips(&self.ec2, &instance_ids).await?;
+        let mut ips = ec2::instance_ips(&self.ec2, &instance_ids).await?;
         for (ci, instance_id) in ids {
             // An instance EC2 did not return stays uncached and is asked
             // for again next round; its tasks are skipped meanwhile.
-            if let Some((private_ip, public_ip)) = ips.get(&instance_id).cloned() {
-                let addrs = HostAddrs {
-                    instance_id,
-                    private_ip,
-                    public_ip,
-                };
+            if let Some(addrs) = ips.remove(&instance_id) {
                 self.hosts.insert(ci, addrs);
             }
         }

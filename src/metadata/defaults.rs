@@ -1,5 +1,5 @@
-//! The defaults of `--cluster` and the AWS region, from the task kite runs
-//! in.
+//! The defaults of `--cluster`, the AWS region and `--zone`, from the task
+//! kite runs in.
 
 use tracing::{info, warn};
 
@@ -12,18 +12,23 @@ pub struct Defaults {
     pub cluster: String,
     /// The task's region, for when the AWS configuration names none.
     pub region: Option<String>,
+    /// The task's availability zone, when it was asked for.
+    pub zone: Option<String>,
 }
 
-/// Resolves the cluster and the fallback region. The task metadata
-/// endpoint is asked only when one is set and the cluster or the region
-/// (`region_configured`: whether the environment names one) is missing, so
-/// runs outside ECS are unchanged.
+/// Resolves the cluster, the fallback region, and with `want_zone` the
+/// task's zone. The task metadata endpoint is asked only when one is set
+/// and the cluster, the region (`region_configured`: whether the
+/// environment names one) or a wanted zone is missing, so runs outside ECS
+/// are unchanged.
 pub async fn defaults(
     cluster: Option<String>,
     endpoints: &Endpoints,
     region_configured: bool,
+    want_zone: bool,
 ) -> Defaults {
-    let task = if endpoints.is_set() && (cluster.is_none() || !region_configured) {
+    let missing = cluster.is_none() || !region_configured || want_zone;
+    let task = if endpoints.is_set() && missing {
         match from_endpoints(endpoints).await {
             Ok(task) => Some(task),
             Err(err) => {
@@ -45,8 +50,11 @@ pub async fn defaults(
             "default".to_owned()
         }
     };
+    let zone = task.as_ref().and_then(|t| t.availability_zone.clone());
+    let zone = zone.filter(|_| want_zone);
     Defaults {
         cluster,
         region: task.and_then(|t| t.region),
+        zone,
     }
 }

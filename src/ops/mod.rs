@@ -85,6 +85,11 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     let alive = |runtime: &tokio::runtime::Handle| runtime.metrics().num_alive_tasks();
     let tasks =
         alive(&tokio::runtime::Handle::current()) + admin.runtimes.iter().map(alive).sum::<usize>();
+    let snapshot = admin.store.load();
+    let open = (snapshot.ports())
+        .filter_map(|port| snapshot.port(port))
+        .flat_map(|b| (0..b.len()).map(move |i| (b.addrs()[i], b.load(i).get())));
+    admin.metrics.set_backend_open(open);
     let body = admin.metrics.render(admin.store.age(), tasks);
     (
         [(

@@ -9,16 +9,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn, Instrument};
 
+use super::header::Header;
 use super::net::Socket;
 use super::splice::{self, Activity, Meter, Pipes, Progress, Stop};
 use super::threads::{Kind, Placed};
 use super::{Shared, ADMIT_WAIT, EJECT_FOR};
 use crate::metrics::PortMetrics;
+use crate::snapshot::Opened;
 
 /// An accepted client connection, and what serving it takes.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ struct Link {
     activity: Activity,
     progress: Progress,
     _open: Open,
+    /// Counted in the backend's load (what least-conn compares).
+    _load: Opened,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -59,7 +63,7 @@ impl Conn {
         // On Linux the client's socket has TCP_NODELAY from its listener.
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = self.client.set_nodelay(true);
-        let (backend, addr) = match connect(self.port, &self.shared).await {
+        let (backend, addr, load) = match connect(&self.client, self.port, &self.shared).await {
             Ok(connected) => connected,
             Err(err) => {
                 self.counters.failed.inc();
@@ -75,6 +79,7 @@ impl Conn {
             activity,
             progress: Progress::default(),
             _open: open,
+            _load: load,
             _slot: slot,
         };
         if let Some(to) = self.relay(&mut link).await {
@@ -247,15 +252,35 @@ async fn idle(activity: &Activity, limit: Duration) {
 
 /// Connects to a backend of `port` picked by the policy, trying the others
 /// in turn when one fails; a failed backend is ejected for [`EJECT_FOR`].
-async fn connect(port: u16, shared: &Shared) -> Result<(Socket, SocketAddr)> {
+/// With `--proxy-protocol`, the header telling `client`'s addresses is
+/// the first thing sent: a backend that cannot take it counts as failed.
+/// The connection counts in the backend's load from its pick on.
+async fn connect(
+    client: &Socket,
+    port: u16,
+    shared: &Shared,
+) -> Result<(Socket, SocketAddr, Opened)> {
+    let header = match shared.proxy_protocol {
+        Some(version) => {
+            let gone = "the client left before a backend was picked";
+            let source = client.peer_addr().context(gone)?;
+            let destination = client.local_addr().context(gone)?;
+            Some(Header::new(version, source, destination))
+        }
+        None => None,
+    };
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
-        // Load, pick and copy the address out: no guard lives across an await.
+        // Load, pick and copy out: no guard lives across an await.
         let picked = {
             let snapshot = shared.store.load();
-            (shared.policy).pick(snapshot.backends(port), &tried, &shared.ejections)
+            snapshot.port(port).and_then(|backends| {
+                let i = (shared.policy).pick(backends, &tried, &shared.ejections)?;
+                let local = i < backends.local();
+                Some((backends.addrs()[i], backends.load(i).open(), local))
+            })
         };
-        let Some(addr) = picked else {
+        let Some((addr, load, local)) = picked else {
             if tried.is_empty() {
                 bail!("no backend for port {port}");
             }
@@ -264,8 +289,21 @@ async fn connect(port: u16, shared: &Shared) -> Result<(Socket, SocketAddr)> {
         match tokio::time::timeout(shared.connect_timeout, Socket::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                shared.ejections.restore(addr);
-                return Ok((stream, addr));
+                let sent = match &header {
+                    Some(header) => stream.write_all(header.as_bytes()).await,
+                    None => Ok(()),
+                };
+                match sent {
+                    Ok(()) => {
+                        shared.ejections.restore(addr);
+                        if let Some(zones) = &shared.zones {
+                            zones.connected(local);
+                        }
+                        return Ok((stream, addr, load));
+                    }
+                    Err(err) => warn!(backend = %addr,
+                        "cannot send the PROXY protocol header, trying another backend: {err}"),
+                }
             }
             Ok(Err(err)) if is_out_of_descriptors(&err) => {
                 // Our shortage, not the backend's fault: no ejection.

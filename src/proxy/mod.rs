@@ -5,13 +5,14 @@
 //! - `threads`: the proxy threads ([`Threads`]) and where connections go
 //!   among them.
 //! - `conn`: one connection, from admission to close, moving between
-//!   threads.
+//!   threads; `header`: the PROXY protocol header it may send first.
 //! - [`splice`]: the byte relay; [`net`]: the sockets it works on.
 //! - [`limits`]: the descriptor budget behind `--max-connections`, the
 //!   open-file limit, the control thread's priority.
 //! - `run`: `kite proxy` as one call ([`run()`]).
 
 mod conn;
+mod header;
 pub mod limits;
 mod listen;
 pub mod net;
@@ -33,7 +34,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::Metrics;
+use crate::config::ProxyProtocol;
+use crate::metrics::{Metrics, ZoneCounters};
 use crate::snapshot::{Ejections, Policy, Store};
 use threads::ProxyThread;
 
@@ -57,6 +59,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// How each connection picks its backend among its port's.
     pub policy: Policy,
+    /// The PROXY protocol header sent to backends first, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Where connections are counted.
     pub metrics: Arc<Metrics>,
     /// The runtimes that accept and serve connections, each with its own
@@ -71,6 +75,9 @@ pub struct Settings {
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) policy: Policy,
+    pub(crate) proxy_protocol: Option<ProxyProtocol>,
+    /// Connections counted by zone, when kite knows its own.
+    pub(crate) zones: Option<ZoneCounters>,
     pub(crate) ejections: Ejections,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
@@ -91,9 +98,12 @@ pub(crate) struct Shared {
 impl Shared {
     fn new(settings: &Settings, store: Arc<Store>, tracker: TaskTracker) -> Shared {
         let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let zones = store.zone().map(|_| settings.metrics.zones());
         Shared {
             store,
             policy: settings.policy,
+            proxy_protocol: settings.proxy_protocol,
+            zones,
             ejections: Ejections::default(),
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,

@@ -110,6 +110,27 @@ impl Socket {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().peer_addr()
     }
+
+    /// The address of this end.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    /// Writes all of `buf` (a few bytes of kite's own, such as a PROXY
+    /// protocol header, before the relay starts).
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        while !buf.is_empty() {
+            let n = (self.fd)
+                .async_io(Interest::WRITABLE, |mut s| s.write(buf))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
 }
 
 /// A listening TCP socket whose accepted connections are [`Socket`]s.

@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use super::limits::{lower_this_threads_priority, raise_open_file_limit};
 use super::{default_threads, max_connections_for, serve, Settings, Threads};
 use crate::aws::Clients;
+use crate::config::{Balance, ProxyProtocol};
 use crate::discovery::{self, Discovery, Query, Schedule};
 use crate::metrics::Metrics;
 use crate::ops;
-use crate::snapshot::Store;
+use crate::snapshot::{Policy, Store};
 
 /// How much lower than the proxy threads' the control thread's priority is
 /// (a nice value step; 10 gives it about a tenth of a core the proxy
@@ -54,6 +55,16 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Proxy threads.
     pub threads: usize,
+    /// The PROXY protocol header sent to every backend first (off: `None`).
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// How a connection picks among its port's backends.
+    pub balance: Balance,
+    /// kite's own availability zone, when known.
+    pub zone: Option<String>,
+    /// Prefer the backends in kite's own zone.
+    pub zone_affinity: bool,
+    /// ... while at least this many of them are usable.
+    pub zone_min_targets: usize,
 }
 
 impl Config {
@@ -72,6 +83,11 @@ impl Config {
             max_connections: None,
             idle_timeout: None,
             threads: default_threads(),
+            proxy_protocol: None,
+            balance: Balance::Random,
+            zone: None,
+            zone_affinity: false,
+            zone_min_targets: 2,
         }
     }
 }
@@ -104,9 +120,19 @@ pub async fn run(
     lower_this_threads_priority(CONTROL_NICE);
     let nofile = raise_open_file_limit();
     let Handles { store, metrics } = handles;
+    let zone_affinity = config.zone_affinity && config.zone.is_some();
+    if config.zone_affinity && !zone_affinity {
+        warn!(
+            "--zone-affinity: kite does not know its own zone (no --zone, and no \
+               AvailabilityZone from the task metadata endpoint), so it picks from every \
+               zone; set --zone to the zone kite runs in"
+        );
+    }
+    // Before the first round: each port lists the own zone's backends first.
+    store.set_zone(config.zone.clone());
     let query = config.query;
     info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
-          public = query.public, "starting");
+          public = query.public, zone = config.zone.as_deref().unwrap_or("unknown"), "starting");
     let cancel = CancellationToken::new();
     // The admin endpoint answers until the drain ends, so /metrics shows
     // the drain.
@@ -152,7 +178,11 @@ pub async fn run(
         connect_timeout: config.connect_timeout,
         max_connections: (config.max_connections).unwrap_or_else(|| max_connections_for(nofile)),
         idle_timeout: config.idle_timeout,
-        policy: Default::default(),
+        policy: Policy {
+            balance: config.balance,
+            zone_affinity: zone_affinity.then_some(config.zone_min_targets),
+        },
+        proxy_protocol: config.proxy_protocol,
         metrics,
         runtimes: threads.runtimes().to_vec(),
     };

@@ -1,12 +1,15 @@
 //! The immutable set of targets that discovery publishes and every
-//! connection reads, and the lock-free backend pick ([`pick`]).
+//! connection reads, each port's [`Backends`] (kite's own zone first, with
+//! their [`Load`]s), and the lock-free backend pick ([`Policy`]).
 
+mod backends;
 mod pick;
 mod table;
 
-pub use pick::{pick, Ejections, Policy};
+pub use backends::{Backends, Load, Opened};
+pub use pick::{Ejections, Policy};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -59,6 +62,8 @@ pub struct Target {
     pub health: String,
     /// The container instance id, or the ENI id for awsvpc tasks.
     pub host: String,
+    /// The task's availability zone, when known.
+    pub zone: Option<String>,
 }
 
 /// A task that discovery found but does not route to, and why.
@@ -94,31 +99,40 @@ pub struct Snapshot {
     pub targets: Vec<Target>,
     /// Every task left out, with the reason.
     pub skipped: Vec<Skipped>,
-    /// Backend addresses per listen port: what the accept path reads.
+    /// The backends per listen port: what the accept path reads.
     #[serde(skip)]
-    by_port: BTreeMap<u16, Box<[SocketAddr]>>,
+    by_port: BTreeMap<u16, Backends>,
 }
 
 impl Snapshot {
-    /// Builds a snapshot from targets and skipped tasks.
+    /// Builds a snapshot from targets and skipped tasks. (Its backends know
+    /// no zone and have loads of their own until [`Store::publish`]
+    /// arranges them.)
     pub fn new(mut targets: Vec<Target>, skipped: Vec<Skipped>) -> Self {
         targets.sort_by(|a, b| {
             (a.listen_port, a.address, &a.task_id).cmp(&(b.listen_port, b.address, &b.task_id))
         });
         targets.dedup_by(|a, b| a.listen_port == b.listen_port && a.address == b.address);
-        let mut by_port: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
-        for t in &targets {
-            by_port.entry(t.listen_port).or_default().push(t.address);
-        }
-        let by_port = by_port
-            .into_iter()
-            .map(|(port, addrs)| (port, addrs.into_boxed_slice()))
-            .collect();
-        Snapshot {
+        let mut snapshot = Snapshot {
             targets,
             skipped,
-            by_port,
+            by_port: BTreeMap::new(),
+        };
+        snapshot.arrange(None, &mut HashMap::new());
+        snapshot
+    }
+
+    /// Sets out each port's backends: those in `zone` first, each with its
+    /// load from `loads` (where a new address gets one).
+    fn arrange(&mut self, zone: Option<&str>, loads: &mut HashMap<SocketAddr, Load>) {
+        let mut by_port: BTreeMap<u16, Vec<&Target>> = BTreeMap::new();
+        for t in &self.targets {
+            by_port.entry(t.listen_port).or_default().push(t);
         }
+        self.by_port = by_port
+            .into_iter()
+            .map(|(port, targets)| (port, Backends::new(&targets, zone, loads)))
+            .collect();
     }
 
     /// The listen ports that have at least one backend.
@@ -126,9 +140,15 @@ impl Snapshot {
         self.by_port.keys().copied()
     }
 
-    /// The backend addresses for a listen port (empty when none).
+    /// The backend addresses for a listen port (empty when none), kite's
+    /// own zone's first.
     pub fn backends(&self, port: u16) -> &[SocketAddr] {
-        self.by_port.get(&port).map_or(&[], |b| b)
+        self.by_port.get(&port).map_or(&[], Backends::addrs)
+    }
+
+    /// The backends of a listen port, for a pick.
+    pub fn port(&self, port: u16) -> Option<&Backends> {
+        self.by_port.get(&port)
     }
 }
 
@@ -140,6 +160,11 @@ pub struct Store {
     version: watch::Sender<u64>,
     /// When the last snapshot was published (a good discovery round).
     published_at: Mutex<Option<Instant>>,
+    /// kite's own zone, whose backends each port lists first.
+    zone: Mutex<Option<String>>,
+    /// The load of every backend address that is listed, or still has
+    /// connections open: the next snapshots take theirs from here.
+    loads: Mutex<HashMap<SocketAddr, Load>>,
 }
 
 impl Default for Store {
@@ -148,6 +173,8 @@ impl Default for Store {
             current: ArcSwap::from_pointee(Snapshot::default()),
             version: watch::Sender::new(0),
             published_at: Mutex::new(None),
+            zone: Mutex::new(None),
+            loads: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -158,8 +185,28 @@ impl Store {
         self.current.load()
     }
 
-    /// Replaces the snapshot and wakes whoever follows it.
-    pub fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+    /// Sets kite's own zone: from the next publish on, each port lists
+    /// the backends in it first.
+    pub fn set_zone(&self, zone: Option<String>) {
+        *self.zone.lock().unwrap_or_else(|e| e.into_inner()) = zone;
+    }
+
+    /// kite's own zone, if known.
+    pub fn zone(&self) -> Option<String> {
+        self.zone.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the snapshot and wakes whoever follows it. Its backends are
+    /// set out for kite's zone first, and keep the loads they had.
+    pub fn publish(&self, mut snapshot: Snapshot) -> Arc<Snapshot> {
+        {
+            let zone = self.zone();
+            let mut loads = self.loads.lock().unwrap_or_else(|e| e.into_inner());
+            snapshot.arrange(zone.as_deref(), &mut loads);
+            let listed: std::collections::HashSet<SocketAddr> =
+                snapshot.targets.iter().map(|t| t.address).collect();
+            loads.retain(|addr, load| listed.contains(addr) || load.get() > 0);
+        }
         let old = self.current.swap(Arc::new(snapshot));
         *self.published_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.version.send_modify(|v| *v += 1);

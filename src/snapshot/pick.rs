@@ -1,41 +1,124 @@
-//! How a connection picks its backend among its port's: the [`Policy`],
-//! and the backends left out for a while after they failed
-//! ([`Ejections`]).
+//! How a connection picks its backend among its port's: the [`Policy`]
+//! (random or least connections, kite's own zone first or not), and the
+//! backends left out for a while after they failed ([`Ejections`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::Backends;
+use crate::config::Balance;
+
 /// How a connection picks its backend among those of its port. Every
 /// policy skips the backends a connection has tried already, and takes
-/// ejected ones only as a last resort.
+/// ejected ones only as a last resort: a client fails only when every
+/// backend has been tried.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Policy {
-    /// Uniformly at random ([`pick`]).
-    #[default]
-    Random,
+pub struct Policy {
+    /// Among the candidates: at random, or the less loaded of two.
+    pub balance: Balance,
+    /// `Some(n)`: the candidates are the backends in kite's own zone while
+    /// at least `n` of them are usable (not tried, not ejected); else, and
+    /// with `None`, every backend.
+    pub zone_affinity: Option<usize>,
 }
 
 impl Policy {
-    /// Picks a backend among `backends` by this policy, skipping those
-    /// `tried`, and those ejected unless nothing else is left; `None` once
-    /// all have been tried.
+    /// Picks a backend of `backends` by this policy, skipping those
+    /// `tried`, and those ejected unless nothing else is left; returns its
+    /// index, `None` once all have been tried.
     ///
     /// Synchronous on purpose: no guard or RNG is held across an `.await`.
+    /// It allocates nothing, and takes no lock while no backend is ejected.
     pub fn pick(
         self,
-        backends: &[SocketAddr],
+        backends: &Backends,
         tried: &[SocketAddr],
         ejections: &Ejections,
-    ) -> Option<SocketAddr> {
-        match self {
-            Policy::Random => pick(backends, tried, ejections),
-        }
+    ) -> Option<usize> {
+        let all = 0..backends.len();
+        let local = 0..backends.local();
+        let own_zone = match self.zone_affinity {
+            Some(min) if !local.is_empty() => {
+                usable(backends, local.clone(), tried, ejections) >= min
+            }
+            _ => false,
+        };
+        let among = if own_zone { local } else { all };
+        self.pick_in(backends, among, tried, ejections)
     }
+
+    /// The pick within the backends at `among`: the usable ones, else the
+    /// ejected ones not tried.
+    fn pick_in(
+        self,
+        backends: &Backends,
+        among: Range<usize>,
+        tried: &[SocketAddr],
+        ejections: &Ejections,
+    ) -> Option<usize> {
+        let addrs = backends.addrs();
+        // The common case: nothing tried, nothing ejected.
+        if tried.is_empty() && ejections.count.load(Ordering::Acquire) == 0 {
+            let start = among.start;
+            return self.choose(backends, among.len(), |k| start + k);
+        }
+        let untried = |i: &usize| !tried.contains(&addrs[*i]);
+        let healthy = |i: &usize| untried(i) && !ejections.is_ejected(addrs[*i]);
+        let n = among.clone().filter(healthy).count();
+        if n > 0 {
+            let nth = |k| among.clone().filter(healthy).nth(k).unwrap_or(among.start);
+            return self.choose(backends, n, nth);
+        }
+        let n = among.clone().filter(untried).count();
+        let nth = |k| among.clone().filter(untried).nth(k).unwrap_or(among.start);
+        self.choose(backends, n, nth)
+    }
+
+    /// Chooses among `n` candidates, the `k`-th of which is backend
+    /// `nth(k)`: one at random, or with least connections the one with
+    /// fewer of two distinct ones at random.
+    fn choose(self, backends: &Backends, n: usize, nth: impl Fn(usize) -> usize) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        let mut rng = rand::rng();
+        let first = rng.random_range(0..n);
+        if self.balance == Balance::Random || n == 1 {
+            return Some(nth(first));
+        }
+        let mut second = rng.random_range(0..n - 1);
+        if second >= first {
+            second += 1;
+        }
+        let (a, b) = (nth(first), nth(second));
+        Some(if backends.load(b).get() < backends.load(a).get() {
+            b
+        } else {
+            a
+        })
+    }
+}
+
+/// How many of the backends at `among` are neither tried nor ejected.
+fn usable(
+    backends: &Backends,
+    among: Range<usize>,
+    tried: &[SocketAddr],
+    ejections: &Ejections,
+) -> usize {
+    if tried.is_empty() && ejections.count.load(Ordering::Acquire) == 0 {
+        return among.len();
+    }
+    let addrs = backends.addrs();
+    among
+        .filter(|i| !tried.contains(&addrs[*i]) && !ejections.is_ejected(addrs[*i]))
+        .count()
 }
 
 /// Backends that recently failed to connect, left out of picks for a while.
@@ -78,41 +161,5 @@ impl Ejections {
     }
 }
 
-/// Picks a backend uniformly at random among those not yet `tried`,
-/// preferring ones that are not ejected; ejected ones are a last resort, so
-/// a client fails only when every backend has been tried.
-///
-/// Synchronous on purpose: no guard or RNG is held across an `.await`.
-pub fn pick(
-    backends: &[SocketAddr],
-    tried: &[SocketAddr],
-    ejections: &Ejections,
-) -> Option<SocketAddr> {
-    let untried = |a: &&SocketAddr| !tried.contains(a);
-    let mut rng = rand::rng();
-    // The common case: nothing tried, nothing ejected: one random draw.
-    if tried.is_empty() && ejections.count.load(Ordering::Acquire) == 0 {
-        if backends.is_empty() {
-            return None;
-        }
-        return Some(backends[rng.random_range(0..backends.len())]);
-    }
-    let healthy = |a: &&SocketAddr| untried(a) && !ejections.is_ejected(**a);
-    let n = backends.iter().filter(healthy).count();
-    if n > 0 {
-        return backends
-            .iter()
-            .filter(healthy)
-            .nth(rng.random_range(0..n))
-            .copied();
-    }
-    let n = backends.iter().filter(untried).count();
-    if n == 0 {
-        return None;
-    }
-    backends
-        .iter()
-        .filter(untried)
-        .nth(rng.random_range(0..n))
-        .copied()
-}
+#[cfg(test)]
+mod tests;

@@ -5,8 +5,10 @@ use super::Snapshot;
 impl Snapshot {
     /// The targets and the skipped tasks as aligned text columns.
     pub fn table(&self) -> String {
-        let mut rows =
-            vec![["PORT", "ADDRESS", "TASK", "TASKDEF", "MODE", "HEALTH"].map(String::from)];
+        let mut rows = vec![[
+            "PORT", "ADDRESS", "TASK", "TASKDEF", "MODE", "HEALTH", "ZONE",
+        ]
+        .map(String::from)];
         for t in &self.targets {
             rows.push([
                 t.listen_port.to_string(),
@@ -15,9 +17,10 @@ impl Snapshot {
                 t.task_definition.clone(),
                 t.network_mode.to_string(),
                 t.health.clone(),
+                t.zone.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
-        let widths: Vec<usize> = (0..6)
+        let widths: Vec<usize> = (0..7)
             .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();

@@ -1,48 +1,13 @@
-use std::collections::HashMap;
-
 use super::*;
 
-fn addr(i: u8) -> SocketAddr {
+pub(super) fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, i], 80))
 }
 
-#[test]
-fn pick_is_uniform_and_skips_tried() {
-    let backends = [addr(1), addr(2), addr(3)];
-    let ej = Ejections::default();
-    let mut seen = HashMap::new();
-    for _ in 0..3000 {
-        *seen.entry(pick(&backends, &[], &ej).unwrap()).or_insert(0) += 1;
-    }
-    assert_eq!(seen.len(), 3);
-    assert!(seen.values().all(|n| *n > 800), "{seen:?}");
-    for _ in 0..100 {
-        let p = pick(&backends, &[addr(1), addr(3)], &ej).unwrap();
-        assert_eq!(p, addr(2));
-    }
-    assert_eq!(pick(&backends, &backends, &ej), None);
-    assert_eq!(pick(&[], &[], &ej), None);
-}
-
-#[test]
-fn ejected_backends_are_a_last_resort() {
-    let backends = [addr(1), addr(2)];
-    let ej = Ejections::default();
-    ej.eject(addr(1), Duration::from_secs(60));
-    for _ in 0..100 {
-        assert_eq!(pick(&backends, &[], &ej), Some(addr(2)));
-    }
-    // With the healthy one tried, the ejected one is still given a chance.
-    assert_eq!(pick(&backends, &[addr(2)], &ej), Some(addr(1)));
-    ej.restore(addr(1));
-    assert!(!ej.is_ejected(addr(1)));
-    ej.eject(addr(1), Duration::ZERO);
-    assert!(!ej.is_ejected(addr(1)));
-}
-
-#[test]
-fn snapshot_groups_by_port() {
-    let t = |port, i| Target {
+/// Task t`i`'s target at 127.0.0.`i`:80, for listen and container port
+/// `port`, in `zone`.
+pub(super) fn target(port: u16, i: u8, zone: Option<&str>) -> Target {
+    Target {
         listen_port: port,
         container_port: port,
         address: addr(i),
@@ -52,27 +17,57 @@ fn snapshot_groups_by_port() {
         network_mode: NetworkMode::Bridge,
         health: "UNKNOWN".into(),
         host: "ci".into(),
-    };
+        zone: zone.map(str::to_owned),
+    }
+}
+
+#[test]
+fn snapshot_groups_by_port() {
+    let t = |port, i| target(port, i, None);
     let s = Snapshot::new(vec![t(443, 2), t(80, 2), t(80, 1)], vec![]);
     assert_eq!(s.ports().collect::<Vec<_>>(), vec![80, 443]);
     assert_eq!(s.backends(80), &[addr(1), addr(2)]);
     assert!(s.backends(8080).is_empty());
+    assert!(s.port(8080).is_none());
+    assert_eq!(s.port(80).unwrap().local(), 0, "no zone set: none is local");
 }
 
-/// The random policy is the uniform pick: it skips what was tried, and
-/// picks nothing once all was.
+/// Published, each port lists kite's own zone's backends first; a
+/// backend's load follows it from snapshot to snapshot, and an address that
+/// left with connections still open keeps its load when it comes back.
 #[test]
-fn the_random_policy_picks_uniformly() {
-    let backends = [addr(1), addr(2)];
-    let ej = Ejections::default();
-    assert_eq!(Policy::default(), Policy::Random);
-    let seen: std::collections::HashSet<_> = (0..200)
-        .map(|_| Policy::Random.pick(&backends, &[], &ej).unwrap())
-        .collect();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(
-        Policy::Random.pick(&backends, &[addr(1)], &ej),
-        Some(addr(2))
-    );
-    assert_eq!(Policy::Random.pick(&backends, &backends, &ej), None);
+fn publish_sets_out_zones_and_keeps_loads() {
+    let store = Store::default();
+    store.set_zone(Some("b".into()));
+    let targets = || {
+        vec![
+            target(80, 1, Some("a")),
+            target(80, 2, Some("b")),
+            target(80, 3, None),
+            target(80, 4, Some("b")),
+        ]
+    };
+    store.publish(Snapshot::new(targets(), vec![]));
+    let s = store.load();
+    let b = s.port(80).unwrap();
+    assert_eq!(b.addrs(), &[addr(2), addr(4), addr(1), addr(3)]);
+    assert_eq!(b.local(), 2);
+    let open = b.load(0).open();
+    assert_eq!(b.load(0).get(), 1);
+
+    // The next round: the same count, wherever the address now stands.
+    store.set_zone(Some("a".into()));
+    store.publish(Snapshot::new(targets(), vec![]));
+    let s = store.load();
+    let b = s.port(80).unwrap();
+    assert_eq!(b.addrs(), &[addr(1), addr(2), addr(3), addr(4)]);
+    assert_eq!(b.local(), 1);
+    assert_eq!(b.load(1).get(), 1, "addr 2 keeps its open connection");
+
+    // Gone while open, then back: still counted; closed: back to 0.
+    store.publish(Snapshot::new(vec![target(80, 1, Some("a"))], vec![]));
+    store.publish(Snapshot::new(targets(), vec![]));
+    assert_eq!(store.load().port(80).unwrap().load(1).get(), 1);
+    drop(open);
+    assert_eq!(store.load().port(80).unwrap().load(1).get(), 0);
 }

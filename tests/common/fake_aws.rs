@@ -48,6 +48,7 @@ enum Failure {
 pub struct Ec2Instance {
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
+    pub ipv6: Option<String>,
 }
 
 /// A task ENI's addresses.
@@ -74,9 +75,14 @@ pub struct TaskSpec {
     pub last_status: String,
     pub desired_status: String,
     pub containers: Vec<TaskContainer>,
-    /// (ENI id, private IP): adds the ElasticNetworkInterface attachment.
+    /// (ENI id, private IP): adds the ElasticNetworkInterface attachment
+    /// (an empty IP: the ENI has no IPv4 address).
     pub eni: Option<(String, String)>,
+    /// The ENI's IPv6 address, in its attachment's details.
+    pub eni_ipv6: Option<String>,
     pub started_by: Option<String>,
+    /// The task's `availabilityZone`.
+    pub availability_zone: Option<String>,
 }
 
 impl TaskSpec {
@@ -91,7 +97,9 @@ impl TaskSpec {
             desired_status: "RUNNING".into(),
             containers: Vec::new(),
             eni: None,
+            eni_ipv6: None,
             started_by: None,
+            availability_zone: None,
         }
     }
 }
@@ -246,6 +254,7 @@ impl Cluster {
             Ec2Instance {
                 private_ip: Some(private_ip.to_owned()),
                 public_ip: public_ip.map(str::to_owned),
+                ipv6: None,
             },
         );
         let value =
@@ -344,13 +353,20 @@ impl Cluster {
         if let Some(by) = spec.started_by {
             task["startedBy"] = json!(by);
         }
+        if let Some(zone) = spec.availability_zone {
+            task["availabilityZone"] = json!(zone);
+        }
         if let Some((eni, ip)) = spec.eni {
+            let mut details = vec![json!({"name": "networkInterfaceId", "value": eni})];
+            if !ip.is_empty() {
+                details.push(json!({"name": "privateIPv4Address", "value": ip}));
+            }
+            if let Some(v6) = &spec.eni_ipv6 {
+                details.push(json!({"name": "ipv6Address", "value": v6}));
+            }
             task["attachments"] = json!([{
                 "id": format!("att-{n}"), "type": "ElasticNetworkInterface", "status": "ATTACHED",
-                "details": [
-                    {"name": "networkInterfaceId", "value": eni},
-                    {"name": "privateIPv4Address", "value": ip},
-                ],
+                "details": details,
             }]);
             self.enis.insert(
                 eni,
@@ -1196,6 +1212,9 @@ fn ec2_call(inner: &mut Inner, body: &[u8]) -> Answer {
                 }
                 if let Some(ip) = &i.public_ip {
                     items.push_str(&format!("<ipAddress>{ip}</ipAddress>"));
+                }
+                if let Some(ip) = &i.ipv6 {
+                    items.push_str(&format!("<ipv6Address>{ip}</ipv6Address>"));
                 }
                 items.push_str("</item>");
             }

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod fake_aws;
 pub mod process;
+pub mod proxy_protocol;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +79,10 @@ pub enum Mode {
     /// Reads until EOF, then answers its name, a newline and `n` bytes of a
     /// deterministic pattern, and closes.
     AnswerAfterEof(usize),
+    /// Reads a PROXY protocol header first ([`proxy_protocol::read_header`]),
+    /// then writes its name and a line `VERSION SOURCE DESTINATION` (or
+    /// `bad header: WHY`), then echoes until EOF as [`Mode::Echo`] does.
+    ProxyHeader,
 }
 
 /// A real TCP backend standing in for one task's container port.
@@ -140,6 +145,17 @@ impl Drop for Backend {
 
 async fn serve(mut sock: TcpStream, name: &str, mode: Mode) -> std::io::Result<()> {
     match mode {
+        Mode::ProxyHeader => {
+            let line = match proxy_protocol::read_header(&mut sock).await {
+                Ok(h) => format!("{} {} {}", h.version, h.source, h.destination),
+                Err(why) => format!("bad header: {why}"),
+            };
+            sock.write_all(format!("{name}\n{line}\n").as_bytes())
+                .await?;
+            let (mut r, mut w) = sock.split();
+            tokio::io::copy(&mut r, &mut w).await?;
+            return w.shutdown().await;
+        }
         Mode::Echo => {
             sock.write_all(format!("{name}\n").as_bytes()).await?;
             let mut hasher = Sha256::new();
@@ -289,6 +305,7 @@ pub fn family_query(family: &str, revision: Option<u32>) -> Query {
         },
         container: "app".into(),
         public: false,
+        ip_family: kite::config::IpFamily::Auto,
         port_maps: PortMaps::default(),
     }
 }

@@ -29,6 +29,53 @@ pub fn kite_command(args: &[&str], env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// `kite proxy` for family web / container app, listening on 127.0.0.1,
+/// with an admin endpoint on a free port, plus `extra` flags, in `env`
+/// (a fake endpoint's [`child_env`](crate::common::FakeAws::child_env) and
+/// more), with an open-file limit of `nofile` if given.
+pub fn proxy_process(extra: &[&str], env: &[(String, String)], nofile: Option<u64>) -> KiteProcess {
+    let admin: SocketAddr = format!("127.0.0.1:{}", super::listen_port())
+        .parse()
+        .unwrap();
+    let admin_flag = admin.to_string();
+    let mut args = vec![
+        "proxy",
+        "--family",
+        "web",
+        "--name",
+        "app",
+        "--listen-addr",
+        "127.0.0.1",
+        "--admin-addr",
+        &admin_flag,
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = kite_command(&args, env);
+    if let Some(n) = nofile {
+        limit_open_files(&mut cmd, n);
+    }
+    KiteProcess::spawn(cmd, Some(admin))
+}
+
+/// Gives the child an open-file limit of `n` (soft and hard).
+fn limit_open_files(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: the closure only calls setrlimit(2), which is async-signal-safe,
+    // on a copy of `lim`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running `kite` child; killed when dropped if still running.
 pub struct KiteProcess {
     child: Child,

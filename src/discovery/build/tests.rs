@@ -8,7 +8,7 @@ use aws_sdk_ecs::types::{
 };
 
 use super::*;
-use crate::config::{PortMap, PortMaps};
+use crate::config::{IpFamily, PortMap, PortMaps};
 
 const TD_BRIDGE: &str = "arn:aws:ecs:us-east-1:1:task-definition/web:3";
 const TD_BRIDGE_OLD: &str = "arn:aws:ecs:us-east-1:1:task-definition/web:2";
@@ -17,6 +17,7 @@ const TD_VPC: &str = "arn:aws:ecs:us-east-1:1:task-definition/web-vpc:1";
 const TD_NAT: &str = "arn:aws:ecs:us-east-1:1:task-definition/web-nat:1";
 const CI: &str = "arn:aws:ecs:us-east-1:1:container-instance/default/ci1";
 const CI_NO_PUBLIC: &str = "arn:aws:ecs:us-east-1:1:container-instance/default/ci2";
+const CI_V6: &str = "arn:aws:ecs:us-east-1:1:container-instance/default/ci3";
 
 fn td(
     name: &str,
@@ -75,10 +76,18 @@ fn fixture() -> Fixture {
         instance_id: id.into(),
         private_ip: Some(private.into()),
         public_ip: public.map(Into::into),
+        ipv6: None,
     };
     let hosts = HashMap::from([
         (CI.to_owned(), host("i-1", "10.0.0.1", Some("54.0.0.1"))),
         (CI_NO_PUBLIC.to_owned(), host("i-2", "10.0.0.2", None)),
+        (
+            CI_V6.to_owned(),
+            HostAddrs {
+                ipv6: Some("2001:db8::3".into()),
+                ..host("i-3", "10.0.0.3", None)
+            },
+        ),
     ]);
     let enis = HashMap::from([
         ("eni-1".to_owned(), Some("54.0.0.9".to_owned())),
@@ -161,11 +170,23 @@ fn run(
     revision: Option<u32>,
     maps: Vec<PortMap>,
 ) -> (Vec<String>, Vec<String>) {
+    run_with(tasks, public, revision, maps, IpFamily::Auto)
+}
+
+/// [`run`] with an `--ip-family`.
+fn run_with(
+    tasks: &[Task],
+    public: bool,
+    revision: Option<u32>,
+    maps: Vec<PortMap>,
+    ip_family: IpFamily,
+) -> (Vec<String>, Vec<String>) {
     let f = fixture();
     let port_maps = PortMaps::new(maps).unwrap();
     let want = Want {
         container: "web",
         public,
+        ip_family,
         revision,
         port_maps: &port_maps,
     };
@@ -377,6 +398,7 @@ fn unusable_data_skips_only_that_task() {
         let want = Want {
             container: "web",
             public: false,
+            ip_family: IpFamily::Auto,
             revision: None,
             port_maps: &PortMaps::default(),
         };
@@ -419,4 +441,93 @@ fn public_without_public_ip_is_skipped() {
 #[test]
 fn zero_tasks_empty_snapshot() {
     assert_eq!(private(&[]), (vec![], vec![]));
+}
+
+/// An ENI attachment with the addresses given.
+fn eni_addresses(eni: &str, v4: Option<&str>, v6: Option<&str>) -> Attachment {
+    let kv = |k: &str, v: &str| KeyValuePair::builder().name(k).value(v).build();
+    let mut a = Attachment::builder()
+        .r#type("ElasticNetworkInterface")
+        .details(kv("networkInterfaceId", eni));
+    if let Some(ip) = v4 {
+        a = a.details(kv("privateIPv4Address", ip));
+    }
+    if let Some(ip) = v6 {
+        a = a.details(kv("ipv6Address", ip));
+    }
+    a.build()
+}
+
+/// IPv6-only tasks are reached at `[address]:port`; a task with both is
+/// reached over IPv4 unless `--ip-family ipv6` says otherwise; and a task
+/// without the family asked for is left out as not eligible.
+#[test]
+fn ipv6_tasks_and_the_ip_family() {
+    let vpc = |v4: Option<&str>, v6: Option<&str>| {
+        let t = task("v", TD_VPC).set_container_instance_arn(None);
+        bare(t.attachments(eni_addresses("eni-1", v4, v6)))
+    };
+    let family = |t: &Task, f| run_with(std::slice::from_ref(t), false, None, vec![], f);
+    let v6_only = vpc(None, Some("2001:db8::5"));
+    assert_eq!(
+        family(&v6_only, IpFamily::Auto).0,
+        ["80->[2001:db8::5]:80", "443->[2001:db8::5]:443"]
+    );
+    let dual = vpc(Some("10.1.0.5"), Some("2001:db8::6"));
+    assert_eq!(
+        family(&dual, IpFamily::Auto).0,
+        ["80->10.1.0.5:80", "443->10.1.0.5:443"]
+    );
+    assert_eq!(
+        family(&dual, IpFamily::Ipv6).0,
+        ["80->[2001:db8::6]:80", "443->[2001:db8::6]:443"]
+    );
+    // The container's network interface names it as well.
+    let c = container()
+        .network_interfaces(
+            NetworkInterface::builder()
+                .ipv6_address("2001:db8::7")
+                .build(),
+        )
+        .build();
+    let from_container = task("c", TD_VPC).containers(c).build();
+    assert_eq!(
+        family(&from_container, IpFamily::Auto).0[0],
+        "80->[2001:db8::7]:80"
+    );
+
+    let (t, s) = family(&v6_only, IpFamily::Ipv4);
+    assert!(t.is_empty());
+    assert_eq!(
+        s,
+        ["awsvpc task has an IPv6 address only, and --ip-family is ipv4"]
+    );
+    let (t, s) = family(&vpc(Some("10.1.0.5"), None), IpFamily::Ipv6);
+    assert!(t.is_empty());
+    assert_eq!(
+        s,
+        ["awsvpc task has no IPv6 address, and --ip-family is ipv6"]
+    );
+
+    // Bridge mode: the instance's IPv6 address, where it has one.
+    let on = |ci: &str| {
+        let b = container().network_bindings(binding("0.0.0.0", 80, 32768));
+        task("b", TD_BRIDGE)
+            .container_instance_arn(ci)
+            .containers(b.build())
+            .build()
+    };
+    assert_eq!(
+        family(&on(CI_V6), IpFamily::Ipv6).0,
+        ["80->[2001:db8::3]:32768"]
+    );
+    assert_eq!(family(&on(CI_V6), IpFamily::Auto).0, ["80->10.0.0.3:32768"]);
+    let (_, s) = family(&on(CI), IpFamily::Ipv6);
+    assert_eq!(
+        s,
+        ["instance i-1 has no IPv6 address, and --ip-family is ipv6"]
+    );
+    // With --public, an IPv6 address is taken as it is (public as well).
+    let (t, _) = run_with(&[on(CI_V6)], true, None, vec![], IpFamily::Ipv6);
+    assert_eq!(t, ["80->[2001:db8::3]:32768"]);
 }

@@ -101,6 +101,7 @@ fn target(port: u16) -> Target {
         network_mode: NetworkMode::Bridge,
         health: "UNKNOWN".into(),
         host: "i-1".into(),
+        zone: None,
     }
 }
 

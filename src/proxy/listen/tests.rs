@@ -21,6 +21,7 @@ async fn a_connection_task_stays_small() {
         max_connections: 1,
         idle_timeout: None,
         policy: Policy::default(),
+        proxy_protocol: None,
         metrics: Arc::default(),
         runtimes: Vec::new(),
     };
