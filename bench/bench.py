@@ -372,9 +372,13 @@ BEFORE_AFTER = [
     ("kite-5000-tasks", "kite-before-5000-tasks", "kite-5000-tasks ÷ kite-before-5000-tasks"),
 ]
 # Further ratios shown the same way, without a verdict: the two proxies
-# each held to one thread (bench/run.sh's workers phase).
+# each held to one thread (bench/run.sh's workers phase); the routing
+# policies and the twin (the run's own spread between two like kites)
+# against the plain kite (the discovery phase).
 PAIRS = [
     ("kite-1-thread", "haproxy-1-thread", "kite-1-thread ÷ haproxy-1-thread"),
+    ("kite-least-conn-zone", "kite", "kite-least-conn-zone ÷ kite"),
+    ("kite-twin", "kite", "kite-twin ÷ kite"),
 ]
 
 

@@ -246,13 +246,15 @@ fi
 if phase workers; then
     KITE_THREADS=1 launch_kite "$work/cluster.env" 127.0.0.1:59901 100 --port-map 58081:8081
     kite1_pid=$launched
-    sed -e 's/^global$/global\n    nbthread 1/' -e 's/127.0.0.1:38081/127.0.0.1:38082/' \
+    # (On 31082: below the ephemeral ports, which an open connection
+    # may hold when this starts.)
+    sed -e 's/^global$/global\n    nbthread 1/' -e 's/127.0.0.1:38081/127.0.0.1:31082/' \
         -e '/^listen iperf/,$d' "$work/haproxy.cfg" >"$work/haproxy-1-thread.cfg"
     haproxy -db -f "$work/haproxy-1-thread.cfg" &
     haproxy1_pid=$!
     pids+=($haproxy1_pid)
     for _ in $(seq 50); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:38082/1k)" = 200 ] && break
+        [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:31082/1k)" = 200 ] && break
         sleep 0.1
     done
     only='"only": ["ka_1k", "ka_1k_t2", "ka_1k_c64", "ka_1m", "close_1k"]'
@@ -261,7 +263,7 @@ if phase workers; then
  "contenders": [
   {"name": "kite", "http_port": 28081, "pid": $kite_pid, $only},
   {"name": "kite-1-thread", "http_port": 58081, "pid": $kite1_pid, $only},
-  {"name": "haproxy-1-thread", "http_port": 38082, "pid": $haproxy1_pid, $only}
+  {"name": "haproxy-1-thread", "http_port": 31082, "pid": $haproxy1_pid, $only}
  ]}
 EOF
     python3 bench/bench.py "$work/setup-workers.json" "bench/results/$stamp-workers.json"
@@ -285,6 +287,11 @@ if phase discovery; then
     kite5k_pid=$launched
     launch_kite "$work/cluster.env" 127.0.0.1:29902 100 --port-map 28082:8081 --max-connections 20000
     twin_pid=$launched
+    # The routing policies on (the fake's tasks are in bench-zone-a):
+    # least connections among the own zone's targets.
+    launch_kite "$work/cluster.env" 127.0.0.1:29903 100 --port-map 28083:8081 --max-connections 20000 \
+        --balance least-conn --zone-affinity --zone bench-zone-a --zone-min-targets 1
+    routing_pid=$launched
     before5k=""
     if [ -n "$baseline" ]; then
         launch_bin="$baseline" launch_kite "$work/cluster5k.env" 127.0.0.1:47901 300 \
@@ -299,6 +306,7 @@ if phase discovery; then
  "contenders": [
   {"name": "kite", "http_port": 28081, "pid": $kite_pid, "only": ["ka_1k"]},
   {"name": "kite-twin", "http_port": 28082, "pid": $twin_pid, "only": ["ka_1k"]},
+  {"name": "kite-least-conn-zone", "http_port": 28083, "pid": $routing_pid, "only": ["ka_1k"]},
   {"name": "kite-5000-tasks", "http_port": 48081, "pid": $kite5k_pid, "only": ["ka_1k"],
    "admin": "127.0.0.1:49901", "fake_pid": $cluster5k_pid}$before5k
  ]}
@@ -321,4 +329,4 @@ report() {
 }
 report "Memory, each proxy started afresh for each run ($IDLE idle connections):" memory
 report "Proxy threads (kite-1-thread runs with --threads 1, haproxy-1-thread with nbthread 1):" workers
-report "Discovery beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second; kite-twin, started with it, is a second kite like the first):" discovery
+report "Discovery and routing beside traffic (keep-alive 1 KiB; kite-5000-tasks refreshes every second; kite-twin, started with it, is a second kite like the first; kite-least-conn-zone runs --balance least-conn --zone-affinity):" discovery
