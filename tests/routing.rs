@@ -26,7 +26,7 @@ async fn kite_sending(fake: &FakeAws, backend: &Backend, version: ProxyProtocol)
         c.add_task(bridge_task(&td, &ci, cport, backend));
     });
     let kite = Kite::start_with(fake, |config| proxy::Config {
-        query: family_query("web", None),
+        source: family_query("web", None).into(),
         refresh: REFRESH,
         listen_addr: "::".parse().unwrap(),
         proxy_protocol: Some(version),
@@ -103,7 +103,7 @@ async fn kite_over(
     });
     let kite = Kite::start_with(fake, |config| {
         configure(proxy::Config {
-            query: family_query("web", None),
+            source: family_query("web", None).into(),
             refresh: REFRESH,
             ..config
         })
@@ -306,13 +306,17 @@ async fn a_silent_target_costs_one_timeout_then_is_left_out() {
         c.add_task(t);
     });
     let kite = Kite::start_with(&fake, |config| proxy::Config {
-        query: family_query("web", None),
+        source: family_query("web", None).into(),
         refresh: REFRESH,
         connect_timeout: TIMEOUT,
         ..config
     })
     .await;
-    kite.wait_port(cport, 2).await;
+    kite.wait_for("both targets", |s| s.backends(cport).len() == 2)
+        .await;
+    // Not wait_port: its probe connection would be proxied too, and could
+    // try the silent target at the same time as the first connection here.
+    wait_listening(cport).await;
     let failures = || {
         let labels = [("backend", silent_addr.to_string())];
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -331,4 +335,18 @@ async fn a_silent_target_costs_one_timeout_then_is_left_out() {
     }
     assert_eq!(failures(), 1.0, "tried once, then left out");
     assert!(slow[0] >= TIMEOUT, "the try cost the timeout: {slow:?}");
+}
+
+/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`, found
+/// by failing to bind it rather than by connecting (which kite would
+/// proxy).
+async fn wait_listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kite never listened on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
