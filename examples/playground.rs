@@ -72,6 +72,7 @@ async fn main() -> Result<()> {
     let clients = kite::aws::Clients {
         ecs: fake.ecs_client(),
         ec2: fake.ec2_client(),
+        servicediscovery: fake.servicediscovery_client(),
     };
     let shutdown = CancellationToken::new();
     let kite = tokio::spawn(proxy::run(

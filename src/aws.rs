@@ -10,10 +10,14 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_ecs::config::ConfigBag;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_types::endpoint_config::EndpointUrl;
 use tracing::info;
 
 use crate::metrics::Metrics;
@@ -22,13 +26,16 @@ use crate::metrics::Metrics;
 /// a clear error instead of hanging.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The ECS and EC2 clients kite uses.
+/// The ECS, EC2 and AWS Cloud Map clients kite uses.
 #[derive(Clone, Debug)]
 pub struct Clients {
     /// ECS.
     pub ecs: aws_sdk_ecs::Client,
     /// EC2.
     pub ec2: aws_sdk_ec2::Client,
+    /// AWS Cloud Map (`--cloud-map`); build it with [`servicediscovery`]
+    /// so that a custom endpoint is reached as given.
+    pub servicediscovery: aws_sdk_servicediscovery::Client,
 }
 
 /// Loads the AWS configuration (region, credentials, `AWS_ENDPOINT_URL*`)
@@ -91,6 +98,20 @@ impl Clients {
         Clients {
             ecs: aws_sdk_ecs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
+            servicediscovery: servicediscovery(
+                aws_sdk_servicediscovery::Config::from(config),
+                true,
+            ),
+        }
+    }
+
+    /// The same clients, with no host prefix on any endpoint (what
+    /// `AWS_DISABLE_HOST_PREFIX_INJECTION=true` asks of the SDKs).
+    pub fn without_host_prefix(self) -> Clients {
+        let config = self.servicediscovery.config().clone();
+        Clients {
+            servicediscovery: servicediscovery(config, false),
+            ..self
         }
     }
 
@@ -101,11 +122,60 @@ impl Clients {
     pub fn counted(self, metrics: &Arc<Metrics>) -> Clients {
         let counter = CallCounter(metrics.clone());
         let ecs = self.ecs.config().to_builder().interceptor(counter.clone());
-        let ec2 = self.ec2.config().to_builder().interceptor(counter);
+        let ec2 = self.ec2.config().to_builder().interceptor(counter.clone());
+        let sd = (self.servicediscovery.config().to_builder()).interceptor(counter);
         Clients {
             ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+            servicediscovery: aws_sdk_servicediscovery::Client::from_conf(sd.build()),
         }
+    }
+}
+
+/// A Cloud Map client from `config` that sends DiscoverInstances to a
+/// custom endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SERVICEDISCOVERY`,
+/// or `endpoint_url` in `config`) as given, and, unless `inject_prefix`,
+/// to AWS's own endpoint without its `data-` host prefix either.
+///
+/// The Rust SDK puts the prefix before every endpoint's host, its own or a
+/// custom one, and has no setting to stop it: a VPC endpoint's or an
+/// emulator's host (`data-127.0.0.1`) would then not resolve.
+pub fn servicediscovery(
+    config: aws_sdk_servicediscovery::Config,
+    inject_prefix: bool,
+) -> aws_sdk_servicediscovery::Client {
+    let config = config
+        .to_builder()
+        .interceptor(HostPrefix { inject_prefix })
+        .build();
+    aws_sdk_servicediscovery::Client::from_conf(config)
+}
+
+/// An SDK interceptor that drops an operation's host prefix for a custom
+/// endpoint, or always without `inject_prefix`.
+#[derive(Clone, Copy, Debug)]
+struct HostPrefix {
+    inject_prefix: bool,
+}
+
+impl Intercept for HostPrefix {
+    fn name(&self) -> &'static str {
+        "kite::HostPrefix"
+    }
+
+    // After every interceptor's read_before_execution (where the
+    // operation sets its prefix), before the endpoint is applied.
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let custom = cfg.load::<EndpointUrl>().is_some();
+        if custom || !self.inject_prefix {
+            cfg.interceptor_state().unset::<EndpointPrefix>();
+        }
+        Ok(())
     }
 }
 
@@ -161,7 +231,84 @@ fn names_throttling(body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::names_throttling;
+    use std::sync::{Arc, Mutex};
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_sdk_servicediscovery::config::Credentials;
+    use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+
+    use super::*;
+
+    /// Records the URI of each request, then stops it before it is sent.
+    #[derive(Clone, Debug, Default)]
+    struct Uris(Arc<Mutex<Vec<String>>>);
+
+    impl Intercept for Uris {
+        fn name(&self) -> &'static str {
+            "Uris"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _components: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let uri = context.request().uri().to_owned();
+            self.0.lock().unwrap().push(uri);
+            Err("recorded, not sent".into())
+        }
+    }
+
+    /// Where DiscoverInstances would go: the clients kite builds from an
+    /// SDK configuration with `endpoint` (else AWS's own), with
+    /// [`Clients::without_host_prefix`] unless `inject_prefix`.
+    async fn discover_uri(endpoint: Option<&str>, inject_prefix: bool) -> String {
+        let credentials = Credentials::new("AKID", "secret", None, None, "test");
+        let mut sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials));
+        if let Some(url) = endpoint {
+            sdk = sdk.endpoint_url(url);
+        }
+        let mut clients = Clients::new(&sdk.build());
+        if !inject_prefix {
+            clients = clients.without_host_prefix();
+        }
+        let uris = Uris::default();
+        let config = (clients.servicediscovery.config().to_builder())
+            .interceptor(uris.clone())
+            .build();
+        let client = aws_sdk_servicediscovery::Client::from_conf(config);
+        let sent = (client.discover_instances())
+            .namespace_name("ns")
+            .service_name("web")
+            .send()
+            .await;
+        assert!(sent.is_err());
+        let uris = uris.0.lock().unwrap();
+        uris.first().cloned().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn discover_instances_host_prefix() {
+        // AWS's own endpoint keeps its data- prefix...
+        let aws = discover_uri(None, true).await;
+        assert!(
+            aws.starts_with("https://data-servicediscovery.us-east-1.amazonaws.com"),
+            "{aws}"
+        );
+        // ... unless AWS_DISABLE_HOST_PREFIX_INJECTION says not to.
+        let bare = discover_uri(None, false).await;
+        assert!(
+            bare.starts_with("https://servicediscovery.us-east-1.amazonaws.com"),
+            "{bare}"
+        );
+        // A custom endpoint (AWS_ENDPOINT_URL) is reached as given.
+        let custom = discover_uri(Some("http://127.0.0.1:4566"), true).await;
+        assert!(custom.starts_with("http://127.0.0.1:4566"), "{custom}");
+    }
 
     #[test]
     fn throttling_bodies_are_recognised() {

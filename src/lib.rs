@@ -1,8 +1,9 @@
 //! kite: a TCP ambassador for Amazon ECS.
 //!
 //! A consumer container talks to `kite:PORT`; kite finds the running tasks of
-//! an ECS task family or service and splices each connection to one of them,
-//! picked at random (or by least connections, its own zone first).
+//! an ECS task family or service (or the healthy instances of an AWS Cloud
+//! Map service) and splices each connection to one of them, picked at
+//! random (or by least connections, its own zone first).
 //!
 //! # Layout
 //!
@@ -11,7 +12,8 @@
 //!
 //! - [`config`]: the parsers of outside input, behind the flags (task
 //!   family and revision, port maps, durations, task id or ARN, Docker
-//!   host, detach keys), the routing choices (`routing.rs`: balance, IP
+//!   host, detach keys, Cloud Map `NAMESPACE/SERVICE` in `cloud_map.rs`),
+//!   the routing choices (`routing.rs`: balance, IP
 //!   family, PROXY protocol version) and ARNs ([`config::arn`], the one
 //!   place that knows their shape). Imports nothing else from kite.
 //! - [`metrics`]: the Prometheus metrics every part updates, in one
@@ -24,9 +26,11 @@
 //!   backend ([`snapshot::Policy`]: random or least-conn, zone affinity)
 //!   and which backends sit out after a failure ([`snapshot::Ejections`]);
 //!   `kite targets`' table.
-//! - [`aws`]: building the SDK clients from the standard AWS configuration
-//!   chain, with clear errors when no region or credentials are found, and
-//!   an interceptor counting every API call.
+//! - [`aws`]: building the SDK clients (ECS, EC2, Cloud Map) from the
+//!   standard AWS configuration chain, with clear errors when no region or
+//!   credentials are found, an interceptor counting every API call, and
+//!   one that keeps Cloud Map's `data-` host prefix off custom endpoints
+//!   ([`aws::servicediscovery`]).
 //! - [`metadata`]: from inside a task, its cluster, task, container and
 //!   region (task metadata endpoint v4 or v3; else the cgroup files and the
 //!   ECS agent's introspection API), for `kite whoami` and the defaults of
@@ -42,7 +46,14 @@
 //!   the pure [`discovery::build::build_snapshot`] (where a task is
 //!   reached, by `--public` and `--ip-family`: `build/address.rs`). [`discovery::TaskLookup`] finds
 //!   ONE task by id or ARN for attach, with the same caches, and says
-//!   [`discovery::task::Error::NotFound`] when ECS has no such task.
+//!   [`discovery::task::Error::NotFound`] when ECS has no such task. The
+//!   Cloud Map source, [`discovery::cloudmap::CloudMap`], calls
+//!   DiscoverInstancesRevision every round and DiscoverInstances only when
+//!   the revision changed or once per `--health-refresh`, building each
+//!   snapshot with the pure [`discovery::cloudmap::build::build_snapshot`].
+//!   [`discovery::Select`] (`select.rs`) is the choice between the two that
+//!   `kite proxy` and `kite targets` make, and [`discovery::Sources`] runs
+//!   either as one [`discovery::Source`].
 //! - [`ops`]: running in production: the admin endpoint (`/healthz`,
 //!   `/readyz`, `/metrics`, `/targets`), its client `kite health`, and the
 //!   shutdown signals ([`ops::signal`]).
@@ -68,7 +79,8 @@
 //!
 //! ```text
 //! proxy::run ─┬─► Threads::start (one runtime per proxy thread)
-//!             ├─► discovery::run ─► Source::round (Discovery::round: Known::plan) ─► build_snapshot ─► Store::publish
+//!             ├─► discovery::run ─► Source::round ─┬─► Discovery::round (Known::plan) ─► build_snapshot ────────┬─► Store::publish
+//!             │                                    └─► CloudMap::round (revision, instances) ─► build_snapshot ─┘
 //!             ├─► ops::serve (admin endpoint, reads Store and Metrics)
 //!             └─► proxy::serve ─► reconcile (a listener per port and thread, on Store::subscribe)
 //!                      └─► accept_loop ─► least_loaded (thread) ─► Conn::serve

@@ -14,19 +14,6 @@ use kite::snapshot::NetworkMode;
 
 const REFRESH: Duration = Duration::from_millis(100);
 
-/// Names seen over `n` connections to kite's `port`.
-async fn names(port: u16, n: usize) -> HashSet<String> {
-    let mut seen = HashSet::new();
-    for _ in 0..n {
-        seen.insert(whoami(port).await.expect("connection through kite"));
-    }
-    seen
-}
-
-fn set(names: &[&str]) -> HashSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
 #[tokio::test]
 async fn bridge_private_and_public() {
     init_logs();
@@ -400,7 +387,7 @@ async fn health_refresh_paces_describes_and_bounds_unhealthy_service() {
         (ci, td, a_arn)
     });
     let kite = Kite::start_with(&fake, |config| proxy::Config {
-        query: family_query("web", None),
+        source: family_query("web", None).into(),
         refresh: REFRESH,
         max_backoff: REFRESH * 4,
         health_refresh: HEALTH,
@@ -475,7 +462,7 @@ async fn throttling_widens_the_period_and_it_comes_back() {
         c.add_task(bridge_task(&td, &ci, cport, &a));
     });
     let kite = Kite::start_with(&fake, |config| proxy::Config {
-        query: family_query("web", None),
+        source: family_query("web", None).into(),
         refresh: REFRESH,
         max_backoff: REFRESH * 8,
         ..config

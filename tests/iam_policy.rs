@@ -3,7 +3,8 @@
 //! AWS operations the code really calls.
 //!
 //! The operations come from the source: every `.operation_name()` call in
-//! `src/` whose name is an operation of the ECS or EC2 SDK (the SDK crates'
+//! `src/` whose name is an operation of the ECS, EC2 or Cloud Map
+//! (`servicediscovery`) SDK (the SDK crates'
 //! own `src/operation/` folders, found through `cargo metadata`). A new call
 //! the policies do not allow fails here, and so does an action the policies
 //! allow that no code calls.
@@ -23,10 +24,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The snake_case operation names (`list_tasks`, ...) of the ECS and EC2
-/// SDK crates, found with one `cargo metadata` for the whole test binary.
-fn sdk_operations() -> &'static [(&'static str, BTreeSet<String>); 2] {
-    static OPS: OnceLock<[(&str, BTreeSet<String>); 2]> = OnceLock::new();
+/// The snake_case operation names (`list_tasks`, ...) of the ECS, EC2 and
+/// Cloud Map SDK crates, found with one `cargo metadata` for the whole test
+/// binary.
+fn sdk_operations() -> &'static [(&'static str, BTreeSet<String>); 3] {
+    static OPS: OnceLock<[(&str, BTreeSet<String>); 3]> = OnceLock::new();
     OPS.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let out = Command::new(cargo)
@@ -41,7 +43,11 @@ fn sdk_operations() -> &'static [(&'static str, BTreeSet<String>); 2] {
         );
         let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
         let ops = |crate_name: &str| operations_of(&meta, crate_name);
-        [("ecs", ops("aws-sdk-ecs")), ("ec2", ops("aws-sdk-ec2"))]
+        [
+            ("ecs", ops("aws-sdk-ecs")),
+            ("ec2", ops("aws-sdk-ec2")),
+            ("servicediscovery", ops("aws-sdk-servicediscovery")),
+        ]
     })
 }
 
@@ -131,7 +137,7 @@ fn called_actions(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
                         .insert(rel.clone());
                 }
                 _ => panic!(
-                    "{rel}: .{name}() is an operation of both ECS and EC2; \
+                    "{rel}: .{name}() is an operation of several SDKs ({owners:?}); \
                      teach this test which client it is on"
                 ),
             }
@@ -191,6 +197,8 @@ fn the_policies_allow_exactly_what_the_code_calls() {
         "ecs:DescribeContainerInstances",
         "ec2:DescribeInstances",
         "ec2:DescribeNetworkInterfaces",
+        "servicediscovery:DiscoverInstances",
+        "servicediscovery:DiscoverInstancesRevision",
     ] {
         assert!(
             discovery.contains_key(a),

@@ -241,7 +241,7 @@ async fn drain_timeout_closes_what_is_left() {
     let (fake, _backend, cport) = one_task_cluster("b1").await;
     let drain = Duration::from_secs(1);
     let kite = Kite::start_with(&fake, |config| kite::proxy::Config {
-        query: family_query("web", None),
+        source: family_query("web", None).into(),
         refresh: Duration::from_millis(200),
         drain_timeout: drain,
         ..config

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, FamilyArg, PortMap, PortMaps, Selector};
-use crate::discovery::Query;
+use crate::config::{self, CloudMapArg, FamilyArg, PortMap, PortMaps, Selector};
+use crate::discovery::{cloudmap, Query, Select};
 use crate::proxy;
 
 pub use attach::AttachArgs;
@@ -73,17 +73,25 @@ pub struct SelectArgs {
 
     /// The task definition family, optionally pinned to one revision.
     #[arg(long, env = "KITE_FAMILY", value_name = "NAME[:REV]",
-          value_parser = config::parse_family, required_unless_present = "service",
-          conflicts_with = "service")]
+          value_parser = config::parse_family,
+          required_unless_present_any = ["service", "cloud_map"], conflicts_with = "service")]
     pub family: Option<FamilyArg>,
 
     /// The ECS service whose tasks to reach.
     #[arg(long, env = "KITE_SERVICE", value_name = "NAME", value_parser = config::parse_service)]
     pub service: Option<String>,
 
+    /// The AWS Cloud Map service whose healthy instances to reach, instead of ECS tasks
+    /// (no --family, --service or --name then).
+    #[arg(long, env = "KITE_CLOUD_MAP", value_name = "NAMESPACE/SERVICE",
+          value_parser = config::parse_cloud_map,
+          conflicts_with_all = ["family", "service", "name", "cluster", "public"])]
+    pub cloud_map: Option<CloudMapArg>,
+
     /// The container (in those tasks) whose ports to reach.
-    #[arg(long, env = "KITE_NAME", value_name = "CONTAINER", value_parser = config::parse_container_name)]
-    pub name: String,
+    #[arg(long, env = "KITE_NAME", value_name = "CONTAINER", value_parser = config::parse_container_name,
+          required_unless_present = "cloud_map")]
+    pub name: Option<String>,
 
     /// Route to the public IP of the instance or ENI instead of the private one.
     #[arg(long, env = "KITE_PUBLIC")]
@@ -94,38 +102,56 @@ pub struct SelectArgs {
           default_value_t = config::IpFamily::Auto)]
     pub ip_family: config::IpFamily,
 
-    /// Listen on LOCAL for the container port CONTAINER (repeatable, or comma-separated).
+    /// Listen on LOCAL for the container port CONTAINER (repeatable, or comma-separated);
+    /// with --cloud-map, on LOCAL for instance port CONTAINER, which instances registered
+    /// without a port are reached on.
     #[arg(long, env = "KITE_PORT_MAP", value_name = "LOCAL:CONTAINER",
           value_parser = config::parse_port_map, value_delimiter = ',')]
     pub port_map: Vec<PortMap>,
 }
 
 impl SelectArgs {
-    /// The task selector; clap guarantees exactly one of the two is set.
-    pub fn selector(&self) -> Selector {
+    /// The task selector, when ECS is the source (clap requires `--family`
+    /// or `--service` unless `--cloud-map` is given).
+    pub fn selector(&self) -> Option<Selector> {
         match (&self.family, &self.service) {
-            (Some(f), _) => Selector::Family {
+            (Some(f), _) => Some(Selector::Family {
                 name: f.name.clone(),
                 revision: f.revision,
-            },
-            (None, Some(s)) => Selector::Service(s.clone()),
-            (None, None) => unreachable!("clap requires --family or --service"),
+            }),
+            (None, Some(s)) => Some(Selector::Service(s.clone())),
+            (None, None) => None,
         }
     }
 
-    /// The discovery query in `cluster` (the resolved one); `Err` is a
-    /// usage error about the port maps.
-    pub fn query(&self, cluster: String) -> Result<Query, String> {
+    /// What to discover, in `cluster` (the resolved one) for ECS: the
+    /// tasks of the ECS query, or the instances of `--cloud-map`. `Err` is
+    /// a usage error naming the flag.
+    pub fn select(&self, cluster: String) -> Result<Select, String> {
         let port_maps =
             PortMaps::new(self.port_map.clone()).map_err(|msg| format!("--port-map: {msg}"))?;
-        Ok(Query {
+        if let Some(CloudMapArg { namespace, service }) = &self.cloud_map {
+            return Ok(Select::CloudMap(cloudmap::Query {
+                namespace: namespace.clone(),
+                service: service.clone(),
+                ip_family: self.ip_family,
+                port_maps,
+            }));
+        }
+        let need = "--family NAME or --service NAME (or --cloud-map NAMESPACE/SERVICE)";
+        let selector = self
+            .selector()
+            .ok_or_else(|| format!("{need} is required"))?;
+        let container = (self.name.clone())
+            .ok_or_else(|| "--name CONTAINER is required with --family or --service".to_owned())?;
+        Ok(Select::Ecs(Query {
             cluster,
-            selector: self.selector(),
-            container: self.name.clone(),
+            selector,
+            container,
             public: self.public,
             ip_family: self.ip_family,
             port_maps,
-        })
+        }))
     }
 }
 
@@ -147,7 +173,7 @@ pub struct ProxyArgs {
 
     /// How long a task's status and health are trusted: each known task is
     /// described again once per this, spread over the rounds (new and starting
-    /// tasks every round).
+    /// tasks every round); with --cloud-map, the healthy instances are listed again.
     #[arg(long, env = "KITE_HEALTH_REFRESH", value_name = "DURATION", default_value = "30s",
           value_parser = config::parse_positive_duration)]
     pub health_refresh: Duration,
@@ -235,7 +261,7 @@ impl ProxyArgs {
             zone: self.zone.clone().or(zone),
             zone_affinity: self.zone_affinity,
             zone_min_targets: usize::from(self.zone_min_targets),
-            ..proxy::Config::new(self.select.query(cluster)?, self.listen_addr)
+            ..proxy::Config::new(self.select.select(cluster)?, self.listen_addr)
         })
     }
 }

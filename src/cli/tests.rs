@@ -74,10 +74,10 @@ fn original_form_parses() {
     };
     assert_eq!(
         p.select.selector(),
-        Selector::Family {
+        Some(Selector::Family {
             name: "web".into(),
             revision: Some(3)
-        }
+        })
     );
     assert!(p.select.public);
     assert_eq!(p.select.cluster, None);

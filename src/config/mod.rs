@@ -6,6 +6,7 @@
 //! nothing else from kite, so every other module may use it.
 
 pub mod arn;
+mod cloud_map;
 mod detach_keys;
 mod docker_host;
 mod routing;
@@ -15,6 +16,7 @@ mod task_ref;
 use std::fmt;
 use std::time::Duration;
 
+pub use cloud_map::{parse_cloud_map, CloudMapArg};
 pub use detach_keys::{parse_detach_keys, DetachKeys};
 pub use docker_host::{parse_docker_host, DockerHost};
 pub use routing::{Balance, IpFamily, ProxyProtocol};
@@ -173,6 +175,11 @@ impl PortMaps {
             }
         }
         Ok(PortMaps(maps))
+    }
+
+    /// The maps, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &PortMap> {
+        self.0.iter()
     }
 
     /// The port kite listens on for `container_port`.

@@ -220,6 +220,8 @@ fn task_targets(want: &Want<'_>, f: Fetched<'_>, task: &Task) -> Result<Vec<Targ
                 .collect();
             (ip, eni, ports)
         }
+        // No task definition has it: Cloud Map's instances never get here.
+        NetworkMode::CloudMap => return Err(bad("network mode 'cloudmap' is not ECS's".into())),
     };
     if ports.is_empty() {
         return Err(bad(format!(

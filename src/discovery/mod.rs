@@ -8,15 +8,22 @@
 //! round costs one ListTasks per 100 tasks and its share of the
 //! re-describes: 1.2 calls per round on average at 100 tasks, at most 64
 //! at 5,000.
+//!
+//! AWS Cloud Map is the other source ([`cloudmap`]): one
+//! DiscoverInstancesRevision call per steady round. [`Select`] chooses
+//! between the two.
 
 pub mod build;
+pub mod cloudmap;
 pub mod ec2;
 pub mod ecs;
 mod known;
 mod schedule;
+mod select;
 pub mod task;
 
 pub use schedule::{log_changes, run, Pace, Schedule, Source};
+pub use select::{Select, Sources};
 pub use task::TaskLookup;
 
 use std::collections::HashSet;
@@ -27,7 +34,7 @@ use aws_sdk_ecs::types::Task;
 use tracing::{debug, warn};
 
 use crate::config::{IpFamily, PortMaps, Selector};
-use crate::snapshot::{SkipKind, Snapshot};
+use crate::snapshot::{SkipKind, Skipped, Snapshot};
 use build::Want;
 use known::Known;
 use task::Fetcher;
@@ -131,19 +138,22 @@ impl Discovery {
             port_maps: &query.port_maps,
         };
         let snapshot = build::build_snapshot(&want, fetcher.fetched(tasks));
-        let mut still = HashSet::new();
-        for s in snapshot
-            .skipped
-            .iter()
-            .filter(|s| s.kind == SkipKind::BadData)
-        {
-            let key = (s.task_arn.clone(), s.reason.clone());
-            if !warned.contains(&key) {
-                warn!(task = %s.task_arn, reason = %s.reason, "skipping task");
-            }
-            still.insert(key);
-        }
-        *warned = still;
+        warn_new_skips(warned, &snapshot.skipped, "skipping task");
         snapshot
     }
+}
+
+/// Warns once about each item left out for unusable data (`message`, e.g.
+/// "skipping task"); `warned` holds those still left out, warned about
+/// already, so an item that comes back with the same problem warns again.
+fn warn_new_skips(warned: &mut HashSet<(String, String)>, skipped: &[Skipped], message: &str) {
+    let mut still = HashSet::new();
+    for s in skipped.iter().filter(|s| s.kind == SkipKind::BadData) {
+        let key = (s.task_arn.clone(), s.reason.clone());
+        if !warned.contains(&key) {
+            warn!(task = %s.task_arn, reason = %s.reason, "{message}");
+        }
+        still.insert(key);
+    }
+    *warned = still;
 }

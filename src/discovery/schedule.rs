@@ -2,8 +2,8 @@
 //! backoff after failures, publishing each good snapshot.
 //!
 //! The loop knows nothing of ECS: a source is anything that can build a
-//! whole snapshot in one round ([`Discovery`] today; AWS Cloud Map could
-//! be another).
+//! whole snapshot in one round ([`Discovery`] for ECS,
+//! [`super::cloudmap::CloudMap`] for AWS Cloud Map).
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -30,7 +30,8 @@ pub trait Source: Send {
     /// snapshot.
     fn round(&mut self, between: Duration) -> impl Future<Output = Result<Snapshot>> + Send;
 
-    /// What this source polls (the ECS cluster), for the `discovery` span.
+    /// What this source polls (the ECS cluster, the Cloud Map service), for
+    /// the `discovery` span.
     fn describe(&self) -> String;
 }
 
@@ -214,6 +215,7 @@ pub async fn run(
                 }
                 Err(err) => {
                     let errors = pace.errors();
+                    store.fail(format!("{err:#}"));
                     warn!(
                         errors,
                         "discovery round failed, keeping the last targets: {err:#}"

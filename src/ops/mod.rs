@@ -41,12 +41,18 @@ pub struct Admin {
 /// Whether kite is ready to serve: `Ok` with a one-line summary, or `Err`
 /// with the reason it is not.
 pub fn readiness(store: &Store, stale_after: Duration) -> Result<String, String> {
+    // Why the rounds fail, when they do: what an operator must fix.
+    let failing = store.failure().map_or_else(String::new, |reason| {
+        format!("; the last round failed: {reason}")
+    });
     let Some(age) = store.age() else {
-        return Err("not ready: no discovery round has succeeded yet".to_owned());
+        return Err(format!(
+            "not ready: no discovery round has succeeded yet{failing}"
+        ));
     };
     if age > stale_after {
         return Err(format!(
-            "not ready: the last good discovery round was {}s ago, more than --stale-after {}s",
+            "not ready: the last good discovery round was {}s ago, more than --stale-after {}s{failing}",
             age.as_secs(),
             stale_after.as_secs()
         ));
@@ -155,5 +161,21 @@ mod tests {
         assert!(ok.starts_with("ready: 0 targets"), "{ok}");
         let err = readiness(&store, Duration::ZERO).unwrap_err();
         assert!(err.contains("--stale-after"), "{err}");
+    }
+
+    #[test]
+    fn readiness_says_why_the_rounds_fail() {
+        let store = Store::default();
+        store.fail("AWS Cloud Map has no namespace 'x'".into());
+        let err = readiness(&store, Duration::from_secs(300)).unwrap_err();
+        assert!(err.ends_with("the last round failed: AWS Cloud Map has no namespace 'x'"));
+        store.publish(Snapshot::default());
+        assert_eq!(store.failure(), None, "a good round clears it");
+        store.fail("endpoint down".into());
+        let err = readiness(&store, Duration::ZERO).unwrap_err();
+        assert!(
+            err.contains("--stale-after") && err.ends_with("endpoint down"),
+            "{err}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::limits::{lower_this_threads_priority, raise_open_file_limit};
 use super::{default_threads, max_connections_for, serve, Settings, Threads};
 use crate::aws::Clients;
 use crate::config::{Balance, ProxyProtocol};
-use crate::discovery::{self, Discovery, Query, Schedule};
+use crate::discovery::{self, Schedule, Select};
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::snapshot::{Policy, Store};
@@ -28,14 +28,15 @@ const CONTROL_NICE: i32 = 10;
 /// What `kite proxy` is asked to do, parsed and validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Which tasks and container (the cluster already resolved).
-    pub query: Query,
+    /// What to discover: an ECS family's or service's tasks (the cluster
+    /// already resolved), or a Cloud Map service's instances.
+    pub source: Select,
     /// The address every listener binds.
     pub listen_addr: IpAddr,
     /// Discovery period, before jitter.
     pub refresh: Duration,
     /// How long a task's description is trusted before a round describes
-    /// it again.
+    /// it again (with Cloud Map: how long its list of healthy instances is).
     pub health_refresh: Duration,
     /// The longest period between discovery rounds after repeated errors
     /// or while AWS throttles (never shorter than six refreshes).
@@ -68,10 +69,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of `kite proxy` for `query`, listening on `listen_addr`.
-    pub fn new(query: Query, listen_addr: IpAddr) -> Config {
+    /// The defaults of `kite proxy` for `source` (an ECS
+    /// [`discovery::Query`] or a [`discovery::cloudmap::Query`]), listening
+    /// on `listen_addr`.
+    pub fn new(source: impl Into<Select>, listen_addr: IpAddr) -> Config {
         Config {
-            query,
+            source: source.into(),
             listen_addr,
             refresh: Duration::from_secs(5),
             health_refresh: discovery::HEALTH_REFRESH,
@@ -130,9 +133,14 @@ pub async fn run(
     }
     // Before the first round: each port lists the own zone's backends first.
     store.set_zone(config.zone.clone());
-    let query = config.query;
-    info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
-          public = query.public, zone = config.zone.as_deref().unwrap_or("unknown"), "starting");
+    let zone = config.zone.as_deref().unwrap_or("unknown");
+    match &config.source {
+        Select::Ecs(query) => {
+            info!(cluster = %query.cluster, selector = %query.selector, container = %query.container,
+                  public = query.public, zone, "starting")
+        }
+        Select::CloudMap(query) => info!(cloud_map = %query, zone, "starting"),
+    }
     let cancel = CancellationToken::new();
     // The admin endpoint answers until the drain ends, so /metrics shows
     // the drain.
@@ -164,10 +172,9 @@ pub async fn run(
         max_backoff: config.max_backoff.max(config.refresh * 6),
     };
     let clients = clients.counted(&metrics);
-    let discovery =
-        Discovery::new(clients.ecs, clients.ec2, query).health_refresh(config.health_refresh);
+    let source = config.source.source(clients, config.health_refresh);
     tokio::spawn(discovery::run(
-        discovery,
+        source,
         store.clone(),
         metrics.clone(),
         schedule,

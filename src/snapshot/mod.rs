@@ -29,6 +29,9 @@ pub enum NetworkMode {
     Host,
     /// The task's own ENI (EC2 or Fargate): the container port on its IP.
     Awsvpc,
+    /// An AWS Cloud Map instance: the address and port its attributes give.
+    #[serde(rename = "cloudmap")]
+    CloudMap,
 }
 
 impl fmt::Display for NetworkMode {
@@ -37,6 +40,7 @@ impl fmt::Display for NetworkMode {
             NetworkMode::Bridge => "bridge",
             NetworkMode::Host => "host",
             NetworkMode::Awsvpc => "awsvpc",
+            NetworkMode::CloudMap => "cloudmap",
         })
     }
 }
@@ -162,6 +166,8 @@ pub struct Store {
     published_at: Mutex<Option<Instant>>,
     /// kite's own zone, whose backends each port lists first.
     zone: Mutex<Option<String>>,
+    /// Why the last discovery round failed, until a good one.
+    failure: Mutex<Option<String>>,
     /// The load of every backend address that is listed, or still has
     /// connections open: the next snapshots take theirs from here.
     loads: Mutex<HashMap<SocketAddr, Load>>,
@@ -174,6 +180,7 @@ impl Default for Store {
             version: watch::Sender::new(0),
             published_at: Mutex::new(None),
             zone: Mutex::new(None),
+            failure: Mutex::new(None),
             loads: Mutex::new(HashMap::new()),
         }
     }
@@ -207,6 +214,7 @@ impl Store {
                 snapshot.targets.iter().map(|t| t.address).collect();
             loads.retain(|addr, load| listed.contains(addr) || load.get() > 0);
         }
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let old = self.current.swap(Arc::new(snapshot));
         *self.published_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.version.send_modify(|v| *v += 1);
@@ -218,6 +226,20 @@ impl Store {
     pub fn age(&self) -> Option<Duration> {
         let at = *self.published_at.lock().unwrap_or_else(|e| e.into_inner());
         at.map(|t| t.elapsed())
+    }
+
+    /// Records why a discovery round failed (the snapshot stays), for
+    /// `/readyz` to tell; the next publish clears it.
+    pub fn fail(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Why the last discovery round failed, when it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A receiver that changes on every publish.

@@ -1,6 +1,7 @@
 //! A fake AWS endpoint on 127.0.0.1:0 for kite's tests: ECS's JSON 1.1
-//! protocol (dispatched on `X-Amz-Target`) and EC2's query protocol (XML
-//! answers), with state a test edits live, a log of calls, and injectable
+//! protocol (dispatched on `X-Amz-Target`), EC2's query protocol (XML
+//! answers) and AWS Cloud Map's data plane ([`cloudmap`]), with state a
+//! test edits live, a log of calls, and injectable
 //! throttling and server errors. For the fleet benchmark
 //! (examples/fleet_cluster.rs) it can also throttle ECS calls with one token
 //! bucket, as ECS does per account and region, and count calls.
@@ -15,6 +16,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+
+#[path = "fake_cloudmap.rs"]
+pub mod cloudmap;
 
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
@@ -502,6 +506,8 @@ pub struct CallCounts {
     pub ecs_throttled: u64,
     /// EC2 calls by action.
     pub ec2: BTreeMap<String, u64>,
+    /// Cloud Map calls by operation.
+    pub cloud_map: BTreeMap<String, u64>,
 }
 
 impl CallCounts {
@@ -519,6 +525,7 @@ impl CallCounts {
 #[derive(Debug)]
 struct Inner {
     cluster: Cluster,
+    cloud_map: cloudmap::CloudMap,
     calls: Vec<String>,
     /// Whether `calls` grows: a long benchmark turns it off and reads
     /// `counts` instead.
@@ -596,6 +603,7 @@ impl FakeAws {
     pub async fn start_on(ip: std::net::IpAddr) -> FakeAws {
         let state: Shared = Arc::new(Mutex::new(Inner {
             cluster: Cluster::new(),
+            cloud_map: cloudmap::CloudMap::default(),
             calls: Vec::new(),
             log_calls: true,
             counts: CallCounts::default(),
@@ -700,6 +708,23 @@ impl FakeAws {
         f(&mut inner.cluster)
     }
 
+    /// Edits Cloud Map's namespaces, services and instances.
+    pub fn cloud_map<R>(&self, f: impl FnOnce(&mut cloudmap::CloudMap) -> R) -> R {
+        f(&mut self.lock().cloud_map)
+    }
+
+    /// A Cloud Map client pointed at the fake, as kite builds it.
+    pub fn servicediscovery_client(&self) -> aws_sdk_servicediscovery::Client {
+        let config = aws_sdk_servicediscovery::Config::builder()
+            .behavior_version(aws_sdk_servicediscovery::config::BehaviorVersion::latest())
+            .region(aws_sdk_servicediscovery::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_servicediscovery::config::Credentials::for_tests())
+            .endpoint_url(self.endpoint_url())
+            .retry_config(retry())
+            .build();
+        kite::aws::servicediscovery(config, true)
+    }
+
     /// Operation names called so far, in order.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -755,10 +780,14 @@ async fn handle(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let host = headers.get("host").and_then(|v| v.to_str().ok());
     let (status, content_type, body) = {
         let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
         match target {
-            Some(target) => ecs_call(&mut inner, &target, &body),
+            Some(target) => match target.strip_prefix(cloudmap::TARGET_PREFIX) {
+                Some(op) => cloud_map_call(&mut inner, op, host.unwrap_or_default(), &body),
+                None => ecs_call(&mut inner, &target, &body),
+            },
             None => ec2_call(&mut inner, &body),
         }
     };
@@ -782,6 +811,30 @@ fn injected(inner: &mut Inner) -> Option<Failure> {
         Fault::ServerErrorRuns { run } => (in_run(run), Failure::ServerError),
     };
     fails.then_some(failure)
+}
+
+// === Cloud Map ===
+
+fn cloud_map_call(inner: &mut Inner, op: &str, host: &str, body: &[u8]) -> Answer {
+    if inner.log_calls {
+        inner.calls.push(op.to_owned());
+    }
+    *inner.counts.cloud_map.entry(op.to_owned()).or_default() += 1;
+    inner.cloud_map.hosts.push(host.to_owned());
+    let (status, body) = match injected(inner) {
+        Some(Failure::Throttle) => cloudmap::error(
+            StatusCode::BAD_REQUEST,
+            "RequestLimitExceeded",
+            "Rate exceeded",
+        ),
+        Some(Failure::ServerError) => cloudmap::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "injected",
+        ),
+        None => cloudmap::call(&mut inner.cloud_map, op, body),
+    };
+    (status, "application/x-amz-json-1.1", body)
 }
 
 // === ECS ===

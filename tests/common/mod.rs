@@ -203,6 +203,20 @@ pub async fn whoami(port: u16) -> std::io::Result<String> {
     Ok(name)
 }
 
+/// Names seen over `n` connections to kite's `port`.
+pub async fn names(port: u16, n: usize) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..n {
+        seen.insert(whoami(port).await.expect("connection through kite"));
+    }
+    seen
+}
+
+/// A set of backend names, to compare with [`names`].
+pub fn set(names: &[&str]) -> std::collections::HashSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
 /// kite running in this process: [`kite::proxy::run`], as `kite proxy`
 /// runs it (proxy threads and all), against the fake.
 pub struct Kite {
@@ -212,10 +226,15 @@ pub struct Kite {
 }
 
 impl Kite {
-    /// Starts kite against the fake with `refresh`, listening on 127.0.0.1.
-    pub async fn start(fake: &FakeAws, query: Query, refresh: Duration) -> Kite {
+    /// Starts kite against the fake with `refresh`, listening on 127.0.0.1,
+    /// for `source` (an ECS [`Query`] or a Cloud Map query).
+    pub async fn start(
+        fake: &FakeAws,
+        source: impl Into<kite::discovery::Select>,
+        refresh: Duration,
+    ) -> Kite {
         Kite::start_with(fake, |config| proxy::Config {
-            query,
+            source: source.into(),
             refresh,
             max_backoff: refresh * 4,
             ..config
@@ -239,6 +258,7 @@ impl Kite {
         let clients = kite::aws::Clients {
             ecs: fake.ecs_client(),
             ec2: fake.ec2_client(),
+            servicediscovery: fake.servicediscovery_client(),
         };
         let shutdown = CancellationToken::new();
         let run = proxy::run(
