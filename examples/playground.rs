@@ -69,11 +69,7 @@ async fn main() -> Result<()> {
         drain_timeout: Duration::from_secs(1),
         ..proxy::Config::new(query, "127.0.0.1".parse()?)
     };
-    let clients = kite::aws::Clients {
-        ecs: fake.ecs_client(),
-        ec2: fake.ec2_client(),
-        servicediscovery: fake.servicediscovery_client(),
-    };
+    let clients = fake.clients();
     let shutdown = CancellationToken::new();
     let kite = tokio::spawn(proxy::run(
         config,

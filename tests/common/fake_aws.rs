@@ -661,28 +661,25 @@ impl FakeAws {
         format!("http://{}", self.addr)
     }
 
-    /// An ECS client pointed at the fake.
-    pub fn ecs_client(&self) -> aws_sdk_ecs::Client {
-        let config = aws_sdk_ecs::Config::builder()
-            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-            .region(aws_sdk_ecs::config::Region::new(REGION))
-            .credentials_provider(aws_sdk_ecs::config::Credentials::for_tests())
+    /// The SDK configuration of a client of the fake: its endpoint, a
+    /// region, test credentials, and quick retries.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        let credentials = aws_sdk_ecs::config::Credentials::for_tests();
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
             .endpoint_url(self.endpoint_url())
             .retry_config(retry())
-            .build();
-        aws_sdk_ecs::Client::from_conf(config)
+            .build()
     }
 
-    /// An EC2 client pointed at the fake.
-    pub fn ec2_client(&self) -> aws_sdk_ec2::Client {
-        let config = aws_sdk_ec2::Config::builder()
-            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-            .region(aws_sdk_ec2::config::Region::new(REGION))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::for_tests())
-            .endpoint_url(self.endpoint_url())
-            .retry_config(retry())
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
+    /// The clients kite builds ([`kite::aws::Clients::new`]), pointed at
+    /// the fake.
+    pub fn clients(&self) -> kite::aws::Clients {
+        kite::aws::Clients::new(&self.sdk_config())
     }
 
     /// Environment for a child `kite` process using the fake.
@@ -711,18 +708,6 @@ impl FakeAws {
     /// Edits Cloud Map's namespaces, services and instances.
     pub fn cloud_map<R>(&self, f: impl FnOnce(&mut cloudmap::CloudMap) -> R) -> R {
         f(&mut self.lock().cloud_map)
-    }
-
-    /// A Cloud Map client pointed at the fake, as kite builds it.
-    pub fn servicediscovery_client(&self) -> aws_sdk_servicediscovery::Client {
-        let config = aws_sdk_servicediscovery::Config::builder()
-            .behavior_version(aws_sdk_servicediscovery::config::BehaviorVersion::latest())
-            .region(aws_sdk_servicediscovery::config::Region::new(REGION))
-            .credentials_provider(aws_sdk_servicediscovery::config::Credentials::for_tests())
-            .endpoint_url(self.endpoint_url())
-            .retry_config(retry())
-            .build();
-        kite::aws::servicediscovery(config, true)
     }
 
     /// Operation names called so far, in order.

@@ -255,11 +255,7 @@ impl Kite {
             ..proxy::Config::new(family_query("app", None), "127.0.0.1".parse().unwrap())
         };
         let handles = proxy::Handles::default();
-        let clients = kite::aws::Clients {
-            ecs: fake.ecs_client(),
-            ec2: fake.ec2_client(),
-            servicediscovery: fake.servicediscovery_client(),
-        };
+        let clients = fake.clients();
         let shutdown = CancellationToken::new();
         let run = proxy::run(
             configure(defaults),
