@@ -69,7 +69,7 @@ impl Policy {
             return self.choose(backends, among.len(), |k| start + k);
         }
         let untried = |i: &usize| !tried.contains(&addrs[*i]);
-        let healthy = |i: &usize| untried(i) && !ejections.is_ejected(addrs[*i]);
+        let healthy = |i: &usize| is_usable(addrs[*i], tried, ejections);
         let n = among.clone().filter(healthy).count();
         if n > 0 {
             let nth = |k| among.clone().filter(healthy).nth(k).unwrap_or(among.start);
@@ -117,8 +117,14 @@ fn usable(
     }
     let addrs = backends.addrs();
     among
-        .filter(|i| !tried.contains(&addrs[*i]) && !ejections.is_ejected(addrs[*i]))
+        .filter(|i| is_usable(addrs[*i], tried, ejections))
         .count()
+}
+
+/// Whether `addr` may be picked: not tried by this connection, and not
+/// ejected.
+fn is_usable(addr: SocketAddr, tried: &[SocketAddr], ejections: &Ejections) -> bool {
+    !tried.contains(&addr) && !ejections.is_ejected(addr)
 }
 
 /// Backends that recently failed to connect, left out of picks for a while.
