@@ -26,16 +26,18 @@ use crate::metrics::Metrics;
 /// a clear error instead of hanging.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The ECS, EC2 and AWS Cloud Map clients kite uses.
+/// What builds the ECS, EC2 and AWS Cloud Map clients kite uses, each
+/// when it is asked for: a kite discovering with one source builds no
+/// client of the other (an SDK client holds about 16 KiB, and the first of
+/// a service sets up that service's shared data too).
 #[derive(Clone, Debug)]
 pub struct Clients {
-    /// ECS.
-    pub ecs: aws_sdk_ecs::Client,
-    /// EC2.
-    pub ec2: aws_sdk_ec2::Client,
-    /// AWS Cloud Map (`--cloud-map`); build it with [`servicediscovery`]
-    /// so that a custom endpoint is reached as given.
-    pub servicediscovery: aws_sdk_servicediscovery::Client,
+    config: SdkConfig,
+    /// Counts every call ([`Clients::counted`]).
+    counter: Option<CallCounter>,
+    /// Whether Cloud Map requests to AWS's own endpoint keep their host
+    /// prefix ([`Clients::without_host_prefix`]).
+    inject_prefix: bool,
 }
 
 /// Loads the AWS configuration (region, credentials, `AWS_ENDPOINT_URL*`)
@@ -96,21 +98,17 @@ impl Clients {
     /// Clients from an SDK configuration.
     pub fn new(config: &SdkConfig) -> Clients {
         Clients {
-            ecs: aws_sdk_ecs::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            servicediscovery: servicediscovery(
-                aws_sdk_servicediscovery::Config::from(config),
-                true,
-            ),
+            config: config.clone(),
+            counter: None,
+            inject_prefix: true,
         }
     }
 
     /// The same clients, with no host prefix on any endpoint (what
     /// `AWS_DISABLE_HOST_PREFIX_INJECTION=true` asks of the SDKs).
     pub fn without_host_prefix(self) -> Clients {
-        let config = self.servicediscovery.config().clone();
         Clients {
-            servicediscovery: servicediscovery(config, false),
+            inject_prefix: false,
             ..self
         }
     }
@@ -120,15 +118,37 @@ impl Clients {
     /// discovery learns that AWS throttles it. [`crate::proxy::run`] adds
     /// it; do not add it twice.
     pub fn counted(self, metrics: &Arc<Metrics>) -> Clients {
-        let counter = CallCounter(metrics.clone());
-        let ecs = self.ecs.config().to_builder().interceptor(counter.clone());
-        let ec2 = self.ec2.config().to_builder().interceptor(counter.clone());
-        let sd = (self.servicediscovery.config().to_builder()).interceptor(counter);
         Clients {
-            ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
-            ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
-            servicediscovery: aws_sdk_servicediscovery::Client::from_conf(sd.build()),
+            counter: Some(CallCounter(metrics.clone())),
+            ..self
         }
+    }
+
+    /// An ECS client.
+    pub fn ecs(&self) -> aws_sdk_ecs::Client {
+        let mut config = aws_sdk_ecs::config::Builder::from(&self.config);
+        if let Some(counter) = &self.counter {
+            config = config.interceptor(counter.clone());
+        }
+        aws_sdk_ecs::Client::from_conf(config.build())
+    }
+
+    /// An EC2 client.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        let mut config = aws_sdk_ec2::config::Builder::from(&self.config);
+        if let Some(counter) = &self.counter {
+            config = config.interceptor(counter.clone());
+        }
+        aws_sdk_ec2::Client::from_conf(config.build())
+    }
+
+    /// An AWS Cloud Map client ([`servicediscovery`]).
+    pub fn servicediscovery(&self) -> aws_sdk_servicediscovery::Client {
+        let mut config = aws_sdk_servicediscovery::config::Builder::from(&self.config);
+        if let Some(counter) = &self.counter {
+            config = config.interceptor(counter.clone());
+        }
+        servicediscovery(config.build(), self.inject_prefix)
     }
 }
 
@@ -277,7 +297,7 @@ mod tests {
             clients = clients.without_host_prefix();
         }
         let uris = Uris::default();
-        let config = (clients.servicediscovery.config().to_builder())
+        let config = (clients.servicediscovery().config().to_builder())
             .interceptor(uris.clone())
             .build();
         let client = aws_sdk_servicediscovery::Client::from_conf(config);

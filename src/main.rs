@@ -168,8 +168,8 @@ async fn run_attach(args: Box<AttachArgs>) -> Result<i32> {
     let result = kite::attach::run(
         options,
         defaults.cluster,
-        clients.ecs,
-        clients.ec2,
+        clients.ecs(),
+        clients.ec2(),
         interrupts,
     )
     .await;

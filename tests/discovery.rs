@@ -523,7 +523,7 @@ async fn api_economy_at_5000_tasks() {
         }
     });
     let clients = fake.clients();
-    let mut discovery = Discovery::new(clients.ecs, clients.ec2, family_query("big", None));
+    let mut discovery = Discovery::new(clients.ecs(), clients.ec2(), family_query("big", None));
     let snapshot = discovery.round(Duration::from_secs(7)).await.unwrap();
     assert_eq!(snapshot.targets.len(), 5000);
     let count = |op| fake.call_count(op);

@@ -37,10 +37,10 @@ impl Select {
     pub fn source(self, clients: Clients, health_refresh: Duration) -> Sources {
         match self {
             Select::Ecs(query) => Sources::Ecs(
-                Discovery::new(clients.ecs, clients.ec2, query).health_refresh(health_refresh),
+                Discovery::new(clients.ecs(), clients.ec2(), query).health_refresh(health_refresh),
             ),
             Select::CloudMap(query) => Sources::CloudMap(
-                CloudMap::new(clients.servicediscovery, query).health_refresh(health_refresh),
+                CloudMap::new(clients.servicediscovery(), query).health_refresh(health_refresh),
             ),
         }
     }
