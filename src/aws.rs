@@ -18,7 +18,8 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_types::endpoint_config::EndpointUrl;
-use tracing::info;
+use aws_types::os_shim_internal::{Env, Fs};
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
@@ -81,7 +82,41 @@ pub async fn clients(fallback_region: Option<&str>) -> Result<Clients> {
             "timed out after {CREDENTIALS_TIMEOUT:?} looking for AWS credentials (region {region})"
         ),
     }
-    Ok(Clients::new(&config))
+    let clients = Clients::new(&config);
+    Ok(if host_prefix_disabled(&Env::real(), &Fs::real()).await {
+        clients.without_host_prefix()
+    } else {
+        clients
+    })
+}
+
+/// Whether the standard setting turns host prefixes off, as the other AWS
+/// SDKs read it: `AWS_DISABLE_HOST_PREFIX_INJECTION`, else
+/// `disable_host_prefix_injection` in the selected profile of the shared
+/// config file (`AWS_PROFILE`, `AWS_CONFIG_FILE`). A value other than
+/// `true` or `false` is warned about and leaves the prefixes on.
+async fn host_prefix_disabled(env: &Env, fs: &Fs) -> bool {
+    let (source, value) = match env.get("AWS_DISABLE_HOST_PREFIX_INJECTION") {
+        Ok(value) => ("AWS_DISABLE_HOST_PREFIX_INJECTION", value),
+        Err(_) => {
+            let files = Default::default(); // the standard config and credentials files
+            let Ok(profiles) = aws_config::profile::load(fs, env, &files, None).await else {
+                return false; // the SDK's own loading has said why
+            };
+            match profiles.get("disable_host_prefix_injection") {
+                Some(value) => ("disable_host_prefix_injection", value.to_owned()),
+                None => return false,
+            }
+        }
+    };
+    match value.trim() {
+        v if v.eq_ignore_ascii_case("true") => true,
+        v if v.eq_ignore_ascii_case("false") => false,
+        v => {
+            warn!("{source} is {v:?}, neither true nor false: keeping host prefixes (set it to true or false)");
+            false
+        }
+    }
 }
 
 /// Bounds on every API call, so an endpoint that stops answering fails the
@@ -250,102 +285,4 @@ fn names_throttling(body: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use aws_credential_types::provider::SharedCredentialsProvider;
-    use aws_sdk_servicediscovery::config::Credentials;
-    use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-
-    use super::*;
-
-    /// Records the URI of each request, then stops it before it is sent.
-    #[derive(Clone, Debug, Default)]
-    struct Uris(Arc<Mutex<Vec<String>>>);
-
-    impl Intercept for Uris {
-        fn name(&self) -> &'static str {
-            "Uris"
-        }
-
-        fn read_before_transmit(
-            &self,
-            context: &BeforeTransmitInterceptorContextRef<'_>,
-            _components: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), BoxError> {
-            let uri = context.request().uri().to_owned();
-            self.0.lock().unwrap().push(uri);
-            Err("recorded, not sent".into())
-        }
-    }
-
-    /// Where DiscoverInstances would go: the clients kite builds from an
-    /// SDK configuration with `endpoint` (else AWS's own), with
-    /// [`Clients::without_host_prefix`] unless `inject_prefix`.
-    async fn discover_uri(endpoint: Option<&str>, inject_prefix: bool) -> String {
-        let credentials = Credentials::new("AKID", "secret", None, None, "test");
-        let mut sdk = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(SharedCredentialsProvider::new(credentials));
-        if let Some(url) = endpoint {
-            sdk = sdk.endpoint_url(url);
-        }
-        let mut clients = Clients::new(&sdk.build());
-        if !inject_prefix {
-            clients = clients.without_host_prefix();
-        }
-        let uris = Uris::default();
-        let config = (clients.servicediscovery().config().to_builder())
-            .interceptor(uris.clone())
-            .build();
-        let client = aws_sdk_servicediscovery::Client::from_conf(config);
-        let sent = (client.discover_instances())
-            .namespace_name("ns")
-            .service_name("web")
-            .send()
-            .await;
-        assert!(sent.is_err());
-        let uris = uris.0.lock().unwrap();
-        uris.first().cloned().unwrap_or_default()
-    }
-
-    #[tokio::test]
-    async fn discover_instances_host_prefix() {
-        // AWS's own endpoint keeps its data- prefix...
-        let aws = discover_uri(None, true).await;
-        assert!(
-            aws.starts_with("https://data-servicediscovery.us-east-1.amazonaws.com"),
-            "{aws}"
-        );
-        // ... unless AWS_DISABLE_HOST_PREFIX_INJECTION says not to.
-        let bare = discover_uri(None, false).await;
-        assert!(
-            bare.starts_with("https://servicediscovery.us-east-1.amazonaws.com"),
-            "{bare}"
-        );
-        // A custom endpoint (AWS_ENDPOINT_URL) is reached as given.
-        let custom = discover_uri(Some("http://127.0.0.1:4566"), true).await;
-        assert!(custom.starts_with("http://127.0.0.1:4566"), "{custom}");
-    }
-
-    #[test]
-    fn throttling_bodies_are_recognised() {
-        assert!(names_throttling(
-            br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
-        ));
-        assert!(names_throttling(
-            br#"{"__type":"com.amazonaws.ecs#ThrottlingException"}"#
-        ));
-        assert!(names_throttling(
-            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>"
-        ));
-        assert!(!names_throttling(
-            br#"{"__type":"ClusterNotFoundException","message":"Throttling is not the issue"}"#
-        ));
-        assert!(!names_throttling(
-            b"<Code>InvalidInstanceID.Malformed</Code>"
-        ));
-    }
-}
+mod tests;

@@ -103,20 +103,6 @@ async fn defaults(cluster: Option<String>, want_zone: bool) -> metadata::Default
     metadata::defaults(cluster, &metadata_endpoints(), region_configured, want_zone).await
 }
 
-/// The SDK clients ([`aws::clients`]), without host prefixes when
-/// `AWS_DISABLE_HOST_PREFIX_INJECTION` is `true`, as the other AWS SDKs
-/// read it.
-async fn aws_clients(fallback_region: Option<&str>) -> Result<aws::Clients> {
-    let clients = aws::clients(fallback_region).await?;
-    let disabled = std::env::var("AWS_DISABLE_HOST_PREFIX_INJECTION")
-        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    Ok(if disabled {
-        clients.without_host_prefix()
-    } else {
-        clients
-    })
-}
-
 /// `kite proxy`: the first SIGTERM or SIGINT drains, a second one exits at
 /// once.
 async fn run_proxy(args: ProxyArgs) -> Result<()> {
@@ -124,7 +110,7 @@ async fn run_proxy(args: ProxyArgs) -> Result<()> {
     let config = (args.config(defaults.cluster, defaults.zone))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
     let handles = proxy::Handles::default();
-    let clients = aws_clients(defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
     let signals = ops::signal::watch();
     tokio::select! {
         result = proxy::run(config, clients, handles, signals.first.cancelled_owned()) => result,
@@ -145,7 +131,7 @@ async fn run_targets(args: TargetsArgs) -> Result<()> {
     let defaults = defaults(args.select.cluster.clone(), false).await;
     let select = (args.select.select(defaults.cluster))
         .unwrap_or_else(|msg| usage_error(ErrorKind::ValueValidation, msg));
-    let clients = aws_clients(defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
     // One round: nothing known yet, so nothing to spread over rounds.
     let snapshot = (select.source(clients, HEALTH_REFRESH))
         .round(Duration::ZERO)
@@ -163,7 +149,7 @@ async fn run_attach(args: Box<AttachArgs>) -> Result<i32> {
     let options =
         (args.options()).unwrap_or_else(|msg| usage_error(ErrorKind::ArgumentConflict, msg));
     let defaults = defaults(options.cluster.clone(), false).await;
-    let clients = aws_clients(defaults.region.as_deref()).await?;
+    let clients = aws::clients(defaults.region.as_deref()).await?;
     let interrupts = kite::attach::Interrupts::listen()?;
     let result = kite::attach::run(
         options,
