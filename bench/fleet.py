@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The fleet benchmark's driver (bench/fleet.sh builds, then runs it):
 N real kites polling one fake ECS endpoint whose ECS calls share one token
-bucket, as an account's do in a region.
+bucket, as an account's do in a region; or, with --source cloud-map, the
+same fleet discovering the tasks as the instances of an AWS Cloud Map
+service (the fake's Cloud Map, not throttled).
 
     fleet.py --kite BIN --cluster BIN --out OUT.json N...
                                   one run per fleet size N, each row added
@@ -130,11 +132,13 @@ class FakeCluster:
 class Kite:
     """One kite process, and what its log says it routes to."""
 
-    def __init__(self, index, binary, args, env, work):
+    def __init__(self, index, binary, args, env, work, source):
         self.addr = f"127.0.{1 + index // 250}.{1 + index % 250}"
         self.log_path = os.path.join(work, f"kite-{index}.log")
         out = open(self.log_path, "w")
-        argv = [binary, "proxy", "--cluster", "fleet", "--family", "fleet", "--name", "app",
+        select = (["--cloud-map", "fleet/app"] if source == "cloud-map"
+                  else ["--cluster", "fleet", "--family", "fleet", "--name", "app"])
+        argv = [binary, "proxy", *select,
                 "--listen-addr", self.addr, "--admin-addr", f"{self.addr}:9901",
                 "--log-format", "json", *args]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -254,7 +258,8 @@ class Run:
         o = self.opts
         self.fake = FakeCluster(o.cluster, ["--tasks", str(o.tasks), "--instances",
                                             str(o.instances), "--rate", str(o.rate),
-                                            "--burst", str(o.burst)], self.work)
+                                            "--burst", str(o.burst), "--source", o.source],
+                                 self.work)
         env = self.kite_env()
         self.t_start = time.time()
         for i in range(self.size):
@@ -262,7 +267,7 @@ class Run:
             while time.time() < due:
                 self.poll()
                 time.sleep(min(POLL, max(0.0, due - time.time())))
-            self.kites.append(Kite(i, o.kite, o.kite_args, env, self.work))
+            self.kites.append(Kite(i, o.kite, o.kite_args, env, self.work, o.source))
         time.sleep(1)
         dead = [k for k in self.kites if k.proc.poll() is not None]
         if len(dead) == len(self.kites):
@@ -292,6 +297,7 @@ class Run:
                                               if k.ready_at),
             "run_s": t_end - self.t_start,
             "run_ecs_per_s": s_end["ecs"] / (t_end - self.t_start),
+            "run_cloud_map_per_s": s_end.get("cloud_map", 0) / (t_end - self.t_start),
             "run_throttled": s_end["ecs_throttled"] / max(1, s_end["ecs"]),
             "run_stats": s_end,
             "lost": {f"{i} ({k.addr})": [[at - self.t_start, task] for at, task in k.lost]
@@ -300,8 +306,8 @@ class Run:
             "log_lines_not_json": sum(k.other_lines for k in self.kites),
             "exited": {str(i): k.proc.returncode for i, k in enumerate(self.kites)
                        if k.proc.poll() is not None},
-            "samples": [[t - self.t_start, s["ecs"], s["ecs_throttled"], s["ec2"]]
-                        for t, s in self.samples],
+            "samples": [[t - self.t_start, s["ecs"], s["ecs_throttled"], s["ec2"],
+                         s.get("cloud_map", 0)] for t, s in self.samples],
         })
         return row
 
@@ -333,6 +339,9 @@ class Run:
             "steady_ecs_by_op": {op: n - s0["ecs_by_op"].get(op, 0)
                                  for op, n in s1["ecs_by_op"].items()},
             "steady_ec2": s1["ec2"] - s0["ec2"],
+            "steady_cloud_map_per_s": (s1.get("cloud_map", 0) - s0.get("cloud_map", 0)) / secs,
+            "steady_cloud_map_by_op": {op: n - s0.get("cloud_map_by_op", {}).get(op, 0)
+                                       for op, n in s1.get("cloud_map_by_op", {}).items()},
             "steady_failed_rounds": failed1 - failed0,
             "rss_kib": [m[0] for m in memory if m],
             "pss_kib": [m[1] for m in memory if m],
@@ -387,9 +396,11 @@ def fmt_s(values, never, total):
     return f"{max(values):.1f}" if values else "-"
 
 
-def table(rows):
+def table(rows, source="ecs"):
+    cloud_map = source == "cloud-map"
     lines = [
-        "| kites | ECS calls/s demanded (steady) | throttled | new task reached every kite (s) "
+        f"| kites | {'Cloud Map' if cloud_map else 'ECS'} calls/s demanded (steady) | throttled "
+        "| new task reached every kite (s) "
         "| stopped task left every kite (s) | kites that lost targets | never ready "
         "| fleet RSS (MiB total, per kite) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -399,17 +410,27 @@ def table(rows):
         n = r["kites"]
         rss = sum(r["rss_kib"]) / 1024
         per = rss / max(1, len(r["rss_kib"]))
+        demanded = r["steady_cloud_map_per_s"] if cloud_map else r["steady_ecs_per_s"]
         lines.append(
-            f"| {n} | {r['steady_ecs_per_s']:.1f} | {100 * r['steady_throttled']:.0f}% "
+            f"| {n} | {demanded:.1f} | {100 * r['steady_throttled']:.0f}% "
             f"| {fmt_s(r['new_task_reach_s'], r['new_task_never'], n)} "
             f"| {fmt_s(r['stopped_task_leave_s'], r['stopped_task_never'], n)} "
             f"| {len(r['lost'])} | {n - r['ready']} | {rss:.0f} ({per:.1f}) |")
         ready = r["ready_s"]
+        if cloud_map:
+            head = (f"- {n} kites: whole run {r['run_s']:.0f} s, "
+                    f"{r['run_cloud_map_per_s']:.1f} Cloud Map calls/s, "
+                    f"{r['run_stats']['ecs']} ECS calls; steady: "
+                    + ", ".join(f"{v / r['steady_s']:.2f} {op}/s"
+                                for op, v in sorted(r["steady_cloud_map_by_op"].items())))
+        else:
+            head = (f"- {n} kites: whole run {r['run_s']:.0f} s, {r['run_ecs_per_s']:.1f} ECS "
+                    f"calls/s, {100 * r['run_throttled']:.0f}% throttled, "
+                    f"{r['run_stats']['ec2']} EC2 calls; steady: "
+                    f"{r['steady_ecs_ok_per_s']:.1f} ECS calls/s answered, "
+                    f"{r['steady_ec2']} EC2 calls")
         notes.append(
-            f"- {n} kites: whole run {r['run_s']:.0f} s, {r['run_ecs_per_s']:.1f} ECS calls/s, "
-            f"{100 * r['run_throttled']:.0f}% throttled, {r['run_stats']['ec2']} EC2 calls; "
-            f"steady: {r['steady_ecs_ok_per_s']:.1f} ECS calls/s answered, "
-            f"{r['steady_ec2']} EC2 calls; all ready "
+            head + "; all ready "
             + (f"{max(ready):.0f} s after the first start" if ready and not n - r["ready"]
                else "never")
             + (f" (the steady window began with {r['ready_when_steady_began']} ready)"
@@ -432,6 +453,8 @@ def main():
     p.add_argument("--instances", type=int, default=10)
     p.add_argument("--rate", type=float, default=20)
     p.add_argument("--burst", type=float, default=50)
+    p.add_argument("--source", choices=("ecs", "cloud-map"), default="ecs",
+                   help="where the kites discover the tasks")
     p.add_argument("--spread", type=float, default=5, help="seconds over which kites start")
     p.add_argument("--steady", type=float, default=60)
     p.add_argument("--ready-timeout", type=float, default=300)
@@ -442,7 +465,8 @@ def main():
     opts = p.parse_args()
     if opts.report:
         with open(opts.report) as f:
-            print(table(json.load(f)["rows"]))
+            results = json.load(f)
+            print(table(results["rows"], results["config"].get("source", "ecs")))
         return
     if not (opts.kite and opts.cluster and opts.out and opts.sizes):
         p.error("want --kite, --cluster, --out and fleet sizes (or --report)")
@@ -455,7 +479,8 @@ def main():
         "machine": f"{os.cpu_count()} cores, {os.uname().release}",
         "kite": {"bin": opts.kite, "version": version.strip(), "args": opts.kite_args},
         "config": {k: getattr(opts, k) for k in ("tasks", "instances", "rate", "burst", "spread",
-                                                 "steady", "ready_timeout", "reach_timeout")},
+                                                 "steady", "ready_timeout", "reach_timeout",
+                                                 "source")},
         "rows": [],
     }
     # SIGTERM and SIGHUP end the run as ctrl-C does: through the finally
@@ -480,7 +505,7 @@ def main():
         log(f"{size} kites: done, in {opts.out}")
     print(f"kite: {version.strip()} ({opts.kite}{' ' + ' '.join(opts.kite_args) if opts.kite_args else ''})")
     print()
-    print(table(results["rows"]))
+    print(table(results["rows"], opts.source))
 
 
 if __name__ == "__main__":

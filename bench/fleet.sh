@@ -19,6 +19,11 @@
 #                                        # that fake (no build: the example
 #                                        # links kite's library, so a change
 #                                        # under src/ rebuilds it, with LTO)
+#   FLEET_SOURCE=cloud-map bench/fleet.sh
+#                                        # the same fleet on AWS Cloud Map: the
+#                                        # tasks are the instances of the fake's
+#                                        # service fleet/app, each kite runs with
+#                                        # --cloud-map fleet/app (not throttled)
 #   FLEET_KEEP_LOGS=1 bench/fleet.sh      # keep every kite's log (JSON lines), per run
 #                                        # in /tmp/kite-fleet-N.*
 #   bench/fleet.py --report bench/results/STAMP-fleet.json
@@ -73,6 +78,7 @@ exec python3 bench/fleet.py --kite "$kite" --cluster "$cluster" \
     --out "bench/results/$stamp-fleet.json" --kite-args "${KITE_ARGS:-}" \
     --tasks "${FLEET_TASKS:-99}" --instances "${FLEET_INSTANCES:-10}" \
     --rate "${FLEET_RATE:-20}" --burst "${FLEET_BURST:-50}" --spread "${FLEET_SPREAD:-5}" \
+    --source "${FLEET_SOURCE:-ecs}" \
     --steady "${FLEET_STEADY:-60}" --ready-timeout "${FLEET_READY_TIMEOUT:-300}" \
     --reach-timeout "${FLEET_REACH_TIMEOUT:-300}" \
     "${keep[@]}" "${sizes[@]}"

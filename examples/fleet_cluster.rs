@@ -13,6 +13,16 @@
 //! (nothing listens there: the fleet measures discovery, not traffic).
 //! `--rate 0` turns the bucket off.
 //!
+//! With `--source cloud-map` the same tasks are instead the instances of
+//! the AWS Cloud Map service `fleet/app`, each registered as ECS registers
+//! an awsvpc task (an SRV record): its own address, 127.0.100.1,
+//! 127.0.100.2, ... and then 127.0.101.1, ..., and the container port, so a
+//! kite run with `--cloud-map fleet/app` listens on that one port. `add`
+//! registers one more instance and `stop ID` deregisters it (both change
+//! the service's revision); Cloud Map calls are not throttled (its budget,
+//! about 3,000 DiscoverInstancesRevision calls/s per account, is beyond
+//! what one machine's fleet asks).
+//!
 //! It prints the environment kite needs (`KEY=VALUE` lines), then `ready`,
 //! and answers one line per line on stdin:
 //!
@@ -20,7 +30,8 @@
 //! - `stop ID`: sets the task's desiredStatus to STOPPED (it leaves
 //!   ListTasks, as after StopTask); prints `stopped ID`;
 //! - `stats`: prints the calls so far as one JSON object: `ecs` and `ec2`
-//!   (all calls that arrived), `ecs_throttled`, and `ecs_by_op`, `ec2_by_op`;
+//!   (all calls that arrived), `ecs_throttled`, and `ecs_by_op`, `ec2_by_op`,
+//!   `cloud_map` and `cloud_map_by_op`;
 //!
 //! and exits when stdin closes. Errors print `error: ...`.
 
@@ -29,6 +40,7 @@
 mod fake_aws;
 
 use anyhow::{bail, Context, Result};
+use fake_aws::cloudmap::{ecs_attributes, CloudMap};
 use fake_aws::{Cluster, ContainerDef, FakeAws, RateLimit, TaskContainer, TaskSpec};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -36,12 +48,24 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// The first host port a task binds (Docker's ephemeral range).
 const FIRST_HOST_PORT: u16 = 32768;
 
+/// The Cloud Map namespace and service of `--source cloud-map`.
+const NAMESPACE: &str = "fleet";
+const SERVICE: &str = "app";
+
+/// Where the fleet's kites discover the tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Ecs,
+    CloudMap,
+}
+
 struct Args {
     tasks: usize,
     instances: usize,
     port: u16,
     rate: f64,
     burst: f64,
+    source: Source,
 }
 
 fn parse_args() -> Result<Args> {
@@ -51,6 +75,7 @@ fn parse_args() -> Result<Args> {
         port: 8080,
         rate: 20.0,
         burst: 50.0,
+        source: Source::Ecs,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,9 +86,16 @@ fn parse_args() -> Result<Args> {
             "--port" => args.port = value.parse().context("--port")?,
             "--rate" => args.rate = value.parse().context("--rate")?,
             "--burst" => args.burst = value.parse().context("--burst")?,
-            other => {
-                bail!("unknown flag {other} (want --tasks, --instances, --port, --rate, --burst)")
+            "--source" => {
+                args.source = match value.as_str() {
+                    "ecs" => Source::Ecs,
+                    "cloud-map" => Source::CloudMap,
+                    other => bail!("--source {other}: want ecs or cloud-map"),
+                }
             }
+            other => bail!(
+                "unknown flag {other} (want --tasks, --instances, --port, --rate, --burst, --source)"
+            ),
         }
     }
     if args.tasks == 0 || !(1..=250).contains(&args.instances) {
@@ -82,6 +114,50 @@ struct Fleet {
     port: u16,
     /// Tasks started so far: places the next one and picks its host port.
     started: usize,
+}
+
+/// The fleet as Cloud Map instances: what `add` needs to register more.
+struct Registry {
+    port: u16,
+    /// Instances registered so far: names the next one and picks its
+    /// address.
+    registered: usize,
+}
+
+impl Registry {
+    fn new(map: &mut CloudMap, args: &Args) -> Self {
+        map.add_service(NAMESPACE, SERVICE);
+        let mut registry = Registry {
+            port: args.port,
+            registered: 0,
+        };
+        for _ in 0..args.tasks {
+            registry.add(map);
+        }
+        registry
+    }
+
+    /// Registers a healthy instance at the next address; returns its ID.
+    fn add(&mut self, map: &mut CloudMap) -> String {
+        let n = self.registered;
+        self.registered += 1;
+        let id = format!("task{n:06}");
+        let ip = format!("127.0.{}.{}", 100 + n / 250, 1 + n % 250);
+        let zone = ["us-east-1a", "us-east-1b", "us-east-1c"][n % 3];
+        map.register(
+            NAMESPACE,
+            SERVICE,
+            &id,
+            ecs_attributes(&ip, Some(self.port), zone),
+        );
+        id
+    }
+}
+
+/// What `add` and `stop` change: ECS tasks or Cloud Map instances.
+enum Tasks {
+    Ecs(Fleet),
+    CloudMap(Registry),
 }
 
 impl Fleet {
@@ -131,18 +207,25 @@ fn task_id(arn: &str) -> &str {
 }
 
 /// The answer to one command line.
-fn answer(fake: &FakeAws, fleet: &mut Fleet, line: &str) -> String {
+fn answer(fake: &FakeAws, tasks: &mut Tasks, line: &str) -> String {
     let mut words = line.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some("add"), None) => fake.edit(|c| fleet.add(c)),
-        (Some("stop"), Some(id)) => fake.edit(|c| match c.task_mut(id) {
+    match (words.next(), words.next(), tasks) {
+        (Some("add"), None, Tasks::Ecs(fleet)) => fake.edit(|c| fleet.add(c)),
+        (Some("add"), None, Tasks::CloudMap(registry)) => fake.cloud_map(|m| registry.add(m)),
+        (Some("stop"), Some(id), Tasks::Ecs(_)) => fake.edit(|c| match c.task_mut(id) {
             Some(task) => {
                 task["desiredStatus"] = json!("STOPPED");
                 format!("stopped {id}")
             }
             None => format!("error: no task {id}"),
         }),
-        (Some("stats"), None) => {
+        (Some("stop"), Some(id), Tasks::CloudMap(_)) => {
+            match fake.cloud_map(|m| m.deregister(NAMESPACE, SERVICE, id)) {
+                true => format!("stopped {id}"),
+                false => format!("error: no instance {id}"),
+            }
+        }
+        (Some("stats"), None, _) => {
             let counts = fake.counts();
             json!({
                 "ecs": counts.ecs_total(),
@@ -150,6 +233,8 @@ fn answer(fake: &FakeAws, fleet: &mut Fleet, line: &str) -> String {
                 "ec2": counts.ec2_total(),
                 "ecs_by_op": counts.ecs,
                 "ec2_by_op": counts.ec2,
+                "cloud_map": counts.cloud_map.values().sum::<u64>(),
+                "cloud_map_by_op": counts.cloud_map,
             })
             .to_string()
         }
@@ -171,7 +256,10 @@ async fn main() -> Result<()> {
             burst: args.burst,
         }));
     }
-    let mut fleet = fake.edit(|c| Fleet::new(c, &args));
+    let mut tasks = match args.source {
+        Source::Ecs => Tasks::Ecs(fake.edit(|c| Fleet::new(c, &args))),
+        Source::CloudMap => Tasks::CloudMap(fake.cloud_map(|m| Registry::new(m, &args))),
+    };
     let mut out = tokio::io::stdout();
     let mut hello = String::new();
     for (k, v) in fake.child_env() {
@@ -185,7 +273,7 @@ async fn main() -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = answer(&fake, &mut fleet, line.trim());
+        let reply = answer(&fake, &mut tasks, line.trim());
         out.write_all(format!("{reply}\n").as_bytes()).await?;
         out.flush().await?;
     }
