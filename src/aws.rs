@@ -177,33 +177,26 @@ impl Clients {
         aws_sdk_ec2::Client::from_conf(config.build())
     }
 
-    /// An AWS Cloud Map client ([`servicediscovery`]).
+    /// An AWS Cloud Map client that sends DiscoverInstances to a custom
+    /// endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SERVICEDISCOVERY`, or
+    /// `endpoint_url` in the configuration) as given, and, after
+    /// [`Clients::without_host_prefix`], to AWS's own endpoint without its
+    /// `data-` host prefix either (the `HostPrefix` interceptor).
+    ///
+    /// The Rust SDK puts the prefix before every endpoint's host, its own
+    /// or a custom one, and has no setting to stop it: a VPC endpoint's or
+    /// an emulator's host (`data-127.0.0.1`) would then not resolve.
     pub fn servicediscovery(&self) -> aws_sdk_servicediscovery::Client {
-        let mut config = aws_sdk_servicediscovery::config::Builder::from(&self.config);
+        let prefix = HostPrefix {
+            inject_prefix: self.inject_prefix,
+        };
+        let mut config =
+            aws_sdk_servicediscovery::config::Builder::from(&self.config).interceptor(prefix);
         if let Some(counter) = &self.counter {
             config = config.interceptor(counter.clone());
         }
-        servicediscovery(config.build(), self.inject_prefix)
+        aws_sdk_servicediscovery::Client::from_conf(config.build())
     }
-}
-
-/// A Cloud Map client from `config` that sends DiscoverInstances to a
-/// custom endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SERVICEDISCOVERY`,
-/// or `endpoint_url` in `config`) as given, and, unless `inject_prefix`,
-/// to AWS's own endpoint without its `data-` host prefix either.
-///
-/// The Rust SDK puts the prefix before every endpoint's host, its own or a
-/// custom one, and has no setting to stop it: a VPC endpoint's or an
-/// emulator's host (`data-127.0.0.1`) would then not resolve.
-pub fn servicediscovery(
-    config: aws_sdk_servicediscovery::Config,
-    inject_prefix: bool,
-) -> aws_sdk_servicediscovery::Client {
-    let config = config
-        .to_builder()
-        .interceptor(HostPrefix { inject_prefix })
-        .build();
-    aws_sdk_servicediscovery::Client::from_conf(config)
 }
 
 /// An SDK interceptor that drops an operation's host prefix for a custom

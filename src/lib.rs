@@ -30,7 +30,7 @@
 //!   standard AWS configuration chain, with clear errors when no region or
 //!   credentials are found, an interceptor counting every API call, and
 //!   one that keeps Cloud Map's `data-` host prefix off custom endpoints
-//!   ([`aws::servicediscovery`]).
+//!   ([`aws::Clients::servicediscovery`]).
 //! - [`metadata`]: from inside a task, its cluster, task, container and
 //!   region (task metadata endpoint v4 or v3; else the cgroup files and the
 //!   ECS agent's introspection API), for `kite whoami` and the defaults of
