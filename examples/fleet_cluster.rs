@@ -233,7 +233,7 @@ fn answer(fake: &FakeAws, tasks: &mut Tasks, line: &str) -> String {
                 "ec2": counts.ec2_total(),
                 "ecs_by_op": counts.ecs,
                 "ec2_by_op": counts.ec2,
-                "cloud_map": counts.cloud_map.values().sum::<u64>(),
+                "cloud_map": counts.cloud_map_total(),
                 "cloud_map_by_op": counts.cloud_map,
             })
             .to_string()

@@ -520,6 +520,11 @@ impl CallCounts {
     pub fn ec2_total(&self) -> u64 {
         self.ec2.values().sum()
     }
+
+    /// All Cloud Map calls.
+    pub fn cloud_map_total(&self) -> u64 {
+        self.cloud_map.values().sum()
+    }
 }
 
 #[derive(Debug)]
