@@ -81,6 +81,21 @@ impl PythonCheck {
     }
 }
 
+/// Runs `checker` (as [`check`] or [`cfn_lint`]) on a broken example,
+/// written to a file of its own (`kind` names it) for the run only.
+fn check_broken(
+    kind: &str,
+    contents: &[u8],
+    checker: fn(&[PathBuf]) -> Option<(i32, String)>,
+) -> Option<(i32, String)> {
+    let name = format!("kite-bad-{kind}-{}.json", std::process::id());
+    let bad = std::env::temp_dir().join(name);
+    std::fs::write(&bad, contents).unwrap();
+    let result = checker(std::slice::from_ref(&bad));
+    std::fs::remove_file(&bad).ok();
+    result
+}
+
 /// Runs the checker on `files`: its exit code and output, or None when
 /// botocore is not there (and not required).
 fn check(files: &[PathBuf]) -> Option<(i32, String)> {
@@ -113,11 +128,8 @@ fn the_schema_check_catches_a_typo_and_a_bad_enum() {
     let essential = container.as_object_mut().unwrap().remove("essential");
     container["esential"] = essential.unwrap_or(Value::Bool(true));
     doc["networkMode"] = Value::from("brigde");
-    let bad = std::env::temp_dir().join(format!("kite-bad-taskdef-{}.json", std::process::id()));
-    std::fs::write(&bad, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    let result = check(std::slice::from_ref(&bad));
-    std::fs::remove_file(&bad).ok();
-    let Some((code, out)) = result else {
+    let bad = serde_json::to_vec_pretty(&doc).unwrap();
+    let Some((code, out)) = check_broken("taskdef", &bad, check) else {
         return;
     };
     assert_eq!(code, 1, "{out}");
@@ -253,11 +265,7 @@ fn cfn_lint_catches_a_typo_and_a_bad_value() {
             1,
         );
     assert_ne!(bad_text, text);
-    let bad = std::env::temp_dir().join(format!("kite-bad-template-{}.json", std::process::id()));
-    std::fs::write(&bad, bad_text).unwrap();
-    let result = cfn_lint(std::slice::from_ref(&bad));
-    std::fs::remove_file(&bad).ok();
-    let Some((code, out)) = result else {
+    let Some((code, out)) = check_broken("template", bad_text.as_bytes(), cfn_lint) else {
         return;
     };
     assert_ne!(code, 0, "{out}");
